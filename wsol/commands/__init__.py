@@ -1,0 +1,1 @@
+"""Sub-commands of the ``wsol`` CLI: one module per command (see :mod:`wsol.cli`)."""

@@ -1,0 +1,82 @@
+"""The backbone contract every WSOL model in :mod:`wsol.models` follows.
+
+A backbone is a fully convolutional feature extractor followed by global average pooling and a
+linear classifier (the CAM architecture, method-spec §1). It exposes the two halves separately so
+that methods need no hooks:
+
+- ``forward_features(x) -> F``: the last feature map, ``(B, D, h, w)`` (14x14 at 224 for every
+  wsolevaluation variant). This is the tensor CAM, CREAM and B-CAM read.
+- ``forward_head(F) -> logits``: ``(B, C)``, GAP then the classifier (Eq.2: ``y_c = mean M_c``
+  plus bias).
+- ``class_activation_maps(F, classes) -> (B, h, w)``: Eq.1, ``M_c(x, y) = sum_k w^c_k F_k(x, y)``
+  for the class ``classes[b]`` of each image (no bias, no ReLU, no normalization; the
+  localization code upsamples and normalizes).
+- ``param_groups(lr, new_layer_lr_mult)``: SGD parameter groups, pretrained layers at ``lr``,
+  new layers (``new_modules()``) at ``lr * new_layer_lr_mult``.
+- ``input_mean`` / ``input_std``: per-channel normalization the (pretrained) weights expect.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class WSOLBackbone(nn.Module):
+    """Base class: subclasses set ``self.classifier`` (``nn.Linear(D, C)`` or a 1x1 ``nn.Conv2d``)
+    and implement :meth:`forward_features`."""
+
+    #: Per-channel mean/std applied to images in [0, 1] before the network (ImageNet by default).
+    input_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    input_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    num_classes: int
+    feature_dim: int
+    classifier: nn.Module
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def classifier_weight(self) -> Tensor:
+        """Classifier weights as a ``(C, D)`` matrix (a 1x1 conv's kernel is flattened)."""
+        w = self.classifier.weight
+        return w.reshape(w.shape[0], -1)
+
+    def classifier_bias(self) -> Tensor | None:
+        return getattr(self.classifier, "bias", None)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Eq.2: GAP over pixels, then the linear classifier: ``(B, D, h, w) -> (B, C)``."""
+        pooled = features.mean(dim=(2, 3))
+        return nn.functional.linear(pooled, self.classifier_weight(), self.classifier_bias())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def class_activation_maps(self, features: Tensor, classes: Tensor) -> Tensor:
+        """Eq.1: ``M_c = sum_k w^c_k F_k`` for ``c = classes[b]``; ``(B, D, h, w) -> (B, h, w)``."""
+        if classes.ndim != 1 or classes.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"expected one class per image: classes has shape {tuple(classes.shape)}, "
+                f"features have batch size {features.shape[0]}")
+        weights = self.classifier_weight()[classes]  # (B, D)
+        return torch.einsum("bdhw,bd->bhw", features, weights.to(features.dtype))
+
+    def new_modules(self) -> list[nn.Module]:
+        """Modules that are not ImageNet-pretrained (trained at the higher learning rate)."""
+        return [self.classifier]
+
+    def param_groups(self, lr: float, new_layer_lr_mult: float = 10.0,
+                     weight_decay: float = 0.0) -> list[dict]:
+        """SGD parameter groups: pretrained layers at ``lr``, new layers at ``lr * mult``."""
+        new_ids = {id(p) for m in self.new_modules() for p in m.parameters()}
+        old = [p for p in self.parameters() if id(p) not in new_ids and p.requires_grad]
+        new = [p for p in self.parameters() if id(p) in new_ids and p.requires_grad]
+        groups = []
+        if old:
+            groups.append({"params": old, "lr": lr, "weight_decay": weight_decay,
+                           "name": "pretrained"})
+        if new:
+            groups.append({"params": new, "lr": lr * new_layer_lr_mult,
+                           "weight_decay": weight_decay, "name": "new"})
+        return groups
