@@ -1,0 +1,186 @@
+"""Run configuration: documented defaults, YAML files, ``key=value`` overrides.
+
+A thin layer over plain dictionaries: the library API never needs it (every class takes plain
+keyword arguments); the CLI resolves a config here and saves it as ``config.yaml`` next to the
+results. Overrides are type-checked against the defaults (an int may stand for a float; ``null``
+is accepted where the default is ``None``). ``model`` and ``method`` sections are open: keys
+other than the reserved ones are passed to the model / method constructor as keyword arguments,
+which validate them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Every known key with its default and meaning.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,  # base seed; rank r of a distributed run uses seed + r for its own randomness
+    "deterministic": False,  # torch.use_deterministic_algorithms + cudnn.deterministic
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "run_dir": None,  # where checkpoints, metrics.csv, config.yaml and results.json go
+    "model": {
+        "name": "tiny_cnn",  # see `wsol models` / wsol.models.list_models()
+        "pretrained": False,  # false | true (weights available on this machine) | path to a checkpoint
+        "freeze_stages": 0,  # freeze the first N stages of the backbone (CPU budgets)
+    },
+    "method": {
+        "name": "cam",  # cam | cream | bcam; other keys are the method's keyword arguments
+    },
+    "data": {
+        "root": None,  # image root: image ids in the metadata are relative to it
+        "metadata": None,  # metadata root holding <split>/image_ids.txt ... (wsolevaluation layout)
+        "mask_root": None,  # root of mask PNGs for mask-format splits (OpenImages)
+        "mask_metadata": None,  # optional second metadata root with mask-format splits
+        "train_split": "train",
+        "val_split": "val",  # the split used for model selection (null: keep the last epoch)
+        "test_splits": ["test"],
+        "resize_size": 256,  # train: resize to (R, R), random crop C, flip
+        "crop_size": 224,
+        "image_size": 224,  # eval: resize to (S, S); maps are evaluated at S x S
+        "batch_size": 32,
+        "eval_batch_size": 32,
+        "num_workers": 2,
+        "pin_memory": "auto",  # auto: on when the device is CUDA
+        "persistent_workers": True,
+        "class_names": None,  # optional file with one class name per line
+    },
+    "optim": {
+        "lr": 1e-3,
+        "new_layer_lr_mult": 10.0,  # new layers (classifier, heads) train at lr x this
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 1e-4,
+        "epochs": 50,
+        "lr_decay_every": 15,  # step decay: lr x lr_decay_factor every N epochs
+        "lr_decay_factor": 0.1,
+    },
+    "train": {
+        "eval_every": 1,  # evaluate on the val split every N epochs (and after the last)
+        "select_metric": "MaxBoxAccV2",  # val metric that picks best.pt (any key of results)
+        "amp": False,  # mixed precision (CUDA only)
+        "max_steps_per_epoch": None,  # cap for smoke tests
+    },
+    "eval": {
+        "cam_curve_interval": 0.001,  # thresholds np.arange(0, 1, interval)
+        "iou_thresholds": [30, 50, 70],
+        "multi_contour": True,  # MaxBoxAccV2 protocol (all contours); false = largest contour
+        "normalization": "minmax",  # minmax | max | pas | ivr
+    },
+}
+
+_OPEN_SECTIONS = ("model", "method")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key (and file)."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return value
+    return value
+
+
+def _merge(base: dict, update: dict, defaults: dict | None, prefix: str, source: str) -> None:
+    for key, value in update.items():
+        full = f"{prefix}{key}"
+        open_section = prefix.rstrip(".") in _OPEN_SECTIONS
+        if defaults is not None and key not in defaults and not open_section:
+            known = ", ".join(sorted(defaults))
+            raise ConfigError(f"{source}: unknown key {full!r} (known here: {known})")
+        default = defaults.get(key) if defaults is not None else None
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {full} must be a mapping, got {value!r}")
+            _merge(base.setdefault(key, {}), value, default, f"{full}.", source)
+        else:
+            base[key] = _check_type(full, default, value, source)
+
+
+def set_key(config: dict, dotted: str, value: Any, source: str = "override") -> None:
+    """Set ``a.b.c = value`` in ``config`` with the same checks as a YAML file."""
+    parts = dotted.split(".")
+    nested: dict = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    _merge(config, nested, DEFAULTS, "", source)
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["optim.lr=0.01", "method.name=cream"]`` -> ``[("optim.lr", 0.01), ...]``."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=0.01)")
+        key, _, text = item.partition("=")
+        out.append((key.strip(), _parse_value(text)))
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Defaults <- YAML file <- ``key=value`` overrides; returns the resolved config.
+
+    Relative ``data.*`` paths in a YAML file are taken relative to the current directory.
+    """
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        _merge(config, loaded, DEFAULTS, "", str(path))
+    for key, value in parse_overrides(overrides or []):
+        set_key(config, key, value, source=f"override {key}={value}")
+    return config
+
+
+def method_kwargs(config: dict) -> dict:
+    """Keyword arguments of the configured method (its section minus ``name``)."""
+    return {k: v for k, v in config["method"].items() if k != "name"}
+
+
+def model_kwargs(config: dict) -> dict:
+    """Keyword arguments of the configured backbone (minus the reserved keys)."""
+    reserved = {"name", "pretrained", "freeze_stages"}
+    return {k: v for k, v in config["model"].items() if k not in reserved}
+
+
+def dump_config(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)

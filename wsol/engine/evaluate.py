@@ -1,0 +1,126 @@
+"""Evaluate a method on a split: classification and localization, batch-first on the device.
+
+For every batch: forward, top-5 ranking, the GT-class localization map (method-spec §1: the GT
+class for GT-known / MaxBoxAcc / PxAP; Top-1 Loc additionally requires the top-1 class to be
+correct, which makes the predicted-class map and the GT-class map coincide whenever it counts),
+bicubic upsampling to the evaluation size, per-image normalization, then the accumulators of
+:mod:`wsol.metrics`. In a distributed run every rank evaluates a disjoint shard (no padded
+duplicates) and the accumulators' count tensors are all-reduced, so the numbers equal those of
+one process exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from wsol.data.metadata import Metadata
+from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
+from wsol.localization import postprocess_maps
+from wsol.methods import WSOLMethod
+from wsol.metrics import ClassificationAccumulator, LocalizationEvaluator
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + W, rank + 2W, ...``: disjoint shards, no padding, no duplicates."""
+
+    def __init__(self, length: int, rank: int | None = None, world_size: int | None = None):
+        self.length = length
+        self.rank = get_rank() if rank is None else rank
+        self.world_size = get_world_size() if world_size is None else world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0,
+                     pin_memory: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=pin_memory, sampler=ShardSampler(len(dataset)),
+                      persistent_workers=False)
+
+
+def save_scoremaps(maps: torch.Tensor, image_ids: list[str], root: str | os.PathLike) -> None:
+    """Write each map as ``<root>/<image_id>.npy`` (the wsolevaluation layout), float32."""
+    root = Path(root)
+    arrays = maps.detach().float().cpu().numpy()
+    for image_id, array in zip(image_ids, arrays):
+        path = root / f"{image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, array)
+
+
+def evaluate(
+    method: WSOLMethod,
+    loader: DataLoader,
+    metadata: Metadata,
+    *,
+    device: torch.device | str = "cpu",
+    image_size: int = 224,
+    cam_curve_interval: float = 0.001,
+    iou_thresholds: tuple[int, ...] | list[int] = (30, 50, 70),
+    multi_contour: bool = True,
+    normalization: str = "minmax",
+    mask_root: str | os.PathLike | None = None,
+    eval_type: str = "prob",
+    scoremap_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    amp: bool = False,
+) -> dict:
+    """Classification + localization metrics of ``method`` on the split behind ``loader``.
+
+    ``eval_type="mask"`` evaluates the method's threshold-free binary masks
+    (``method.localization_masks``, B-CAM) instead of the score maps: a binary map gives the same
+    box at every threshold, so BoxAcc is that mask's box accuracy.
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    inner = method.module if hasattr(method, "module") else method
+    if eval_type not in ("prob", "mask"):
+        raise ValueError(f"eval_type must be 'prob' or 'mask', got {eval_type!r}")
+    if eval_type == "mask" and not hasattr(inner, "localization_masks"):
+        raise ValueError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
+    was_training = method.training
+    method.eval()
+    evaluator = LocalizationEvaluator(
+        metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
+        iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root)
+    classification = ClassificationAccumulator()
+    grad_ctx = torch.enable_grad if inner.maps_need_grad else torch.no_grad
+    use_amp = amp and device.type == "cuda"
+    batches = tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process()))
+    for batch in batches:
+        images = batch["image"].to(device, non_blocking=True)
+        labels = torch.as_tensor(batch["label"]).to(device)
+        with grad_ctx(), (torch.autocast("cuda") if use_amp else contextlib.nullcontext()):
+            outputs = method(images)
+            if eval_type == "mask":
+                maps = inner.localization_masks(outputs, labels, (image_size, image_size)).float()
+            else:
+                raw = inner.localization_maps(outputs, labels)
+                maps = postprocess_maps(raw.detach().float(), (image_size, image_size), normalization)
+        logits = outputs["logits"].detach().float()
+        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        classification.update(topk, labels)
+        evaluator.update(maps.detach(), list(batch["image_id"]), topk)
+        if scoremap_dir is not None:
+            save_scoremaps(maps, list(batch["image_id"]), scoremap_dir)
+        del outputs, maps
+    # All ranks hold disjoint shards: summing the count tensors gives the full-split counts.
+    evaluator.load_tensor(all_reduce_sum(evaluator.to_tensor()))
+    classification.load_tensor(all_reduce_sum(classification.to_tensor()))
+    results = {**classification.compute(), **evaluator.compute()}
+    results["eval_type"] = eval_type
+    results["normalization"] = normalization
+    method.train(was_training)
+    return results
