@@ -87,8 +87,16 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+#: Keys that take either a boolean or a path.
+_BOOL_OR_PATH = {"model.pretrained"}
+
+
 def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
     if default is None or value is None:
+        return value
+    if key in _BOOL_OR_PATH:
+        if not isinstance(value, (bool, str)):
+            raise ConfigError(f"{source}: {key} must be true, false or a path, got {value!r}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -1,8 +1,9 @@
 """Datasets of a run, from the ``data`` section of a resolved config.
 
 A split name is a sub-directory of ``data.metadata`` (``train``, ``val``, ``test``); the prefix
-``masks:`` (``masks:test``) reads the split from ``data.mask_metadata`` instead, whose
-localization is masks under ``data.mask_root`` (PxAP / pIoU).
+``masks:`` (``masks:test``) reads the split from ``data.mask_metadata`` instead (for datasets that
+have both a box and a mask version of a split, like the synthetic one). Mask paths are relative
+to ``data.mask_root``; a split whose localization is masks gives PxAP / pIoU.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _metadata_for(config: dict, split: str) -> tuple[Metadata, str | None]:
         if not mask_root:
             raise ConfigError(f"split {split!r} needs data.mask_root")
     else:
-        root, name, mask_root = data.get("metadata"), split, None
+        root, name, mask_root = data.get("metadata"), split, data.get("mask_root")
         if not root:
             raise ConfigError("data.metadata is not set (the metadata root with split dirs)")
     split_path = Path(root) / name
