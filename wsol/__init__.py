@@ -1,5 +1,27 @@
 """wsol: weakly supervised object localization (CAM, CREAM, B-CAM) and the wsolevaluation protocol."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Loaded on first access so that ``import wsol`` stays light (no torch import).
+# ``wsol.localize`` is the callable module :mod:`wsol.localize`: ``wsol.localize(method, images)``.
+_LAZY = {"localize": ("wsol.localize", None),
+         "LocalizationResult": ("wsol.localize", "LocalizationResult")}
+
+__all__ = ["__version__", "localize", "LocalizationResult"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'wsol' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,128 @@
+"""Curves: BoxAcc versus the CAM threshold (CREAM Fig. 6) and the PxAP precision-recall curve.
+
+BoxAcc(delta, t) is the percentage of images whose box at map threshold ``t`` has IoU >= delta
+with a GT box (method-spec §4); MaxBoxAcc_delta = max_t BoxAcc(delta, t). Several methods are
+drawn on one axis per IoU threshold delta, so a flatter, higher curve (CREAM's claim: robustness
+to the threshold) is visible at a glance.
+
+The PR curve is the PxAP curve of method-spec §4: precision_i = tp_i / (tp_i + fp_i) against
+recall_i = tp_i / P over the thresholds, and PxAP = 100 * sum_i precision_i (recall_i - recall_{i-1}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class BoxAccCurves:
+    """BoxAcc (%) per threshold for each IoU threshold (keys ``"30"``, ``"50"``, ``"70"``)."""
+
+    thresholds: np.ndarray
+    by_iou: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        for iou, curve in self.by_iou.items():
+            if curve.shape != self.thresholds.shape:
+                raise ValueError(f"BoxAcc curve for IoU {iou} has {curve.size} values but there "
+                                 f"are {self.thresholds.size} thresholds")
+
+    @classmethod
+    def from_results(cls, results: Mapping) -> BoxAccCurves | None:
+        """Read ``box_acc_curves`` and ``thresholds`` from an evaluation's results dict; None
+        when the curves are absent. Without ``thresholds`` the curve's T points are taken at
+        ``np.arange(0, 1, 1 / T)`` (the evaluator's threshold grid)."""
+        raw = results.get("box_acc_curves")
+        if not isinstance(raw, Mapping) or not raw:
+            return None
+        by_iou = {str(k): np.asarray(v, dtype=np.float64) for k, v in raw.items()}
+        n = next(iter(by_iou.values())).size
+        thresholds = results.get("thresholds")
+        t = (np.asarray(thresholds, dtype=np.float64) if thresholds is not None
+             else np.arange(n, dtype=np.float64) / n)
+        return cls(thresholds=t, by_iou=by_iou)
+
+    def best_threshold(self, iou: str = "50") -> float:
+        """The threshold of the (first) maximum of the curve at ``iou``."""
+        if iou not in self.by_iou:
+            raise ValueError(f"no BoxAcc curve for IoU {iou}; available: {sorted(self.by_iou)}")
+        return float(self.thresholds[int(np.argmax(self.by_iou[iou]))])
+
+
+def plot_box_acc_curves(curves: Mapping[str, BoxAccCurves], ious: Sequence[str] | None = None,
+                        title: str | None = None) -> Figure:
+    """One panel per IoU threshold, one line per method (the label is the mapping key); the
+    legend gives each method's maximum, MaxBoxAcc at that IoU."""
+    from wsol.viz._figure import new_figure
+
+    if not curves:
+        raise ValueError("plot_box_acc_curves: no curves given")
+    if ious is None:
+        ious = sorted({iou for c in curves.values() for iou in c.by_iou}, key=_iou_key)
+    fig = new_figure(4.2 * len(ious), 3.4)
+    axes = fig.subplots(1, len(ious), squeeze=False)[0]
+    for ax, iou in zip(axes, ious):
+        for label, c in curves.items():
+            if iou in c.by_iou:
+                acc = c.by_iou[iou]
+                ax.plot(c.thresholds, acc, label=f"{label} (max {acc.max():.1f})")
+        ax.set_title(f"IoU >= {iou}%")
+        ax.set_xlabel("CAM threshold")
+        ax.set_ylabel("BoxAcc (%)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _iou_key(iou: str) -> float:
+    try:
+        return float(iou)
+    except ValueError:
+        return float("inf")
+
+
+def pr_curve_from_results(results: Mapping) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(precision, recall)`` arrays from ``results["pr_curve"]`` (a mapping with
+    ``precision`` and ``recall`` lists); None when absent or in another form."""
+    raw = results.get("pr_curve")
+    if not isinstance(raw, Mapping) or "precision" not in raw or "recall" not in raw:
+        return None
+    precision = np.asarray(raw["precision"], dtype=np.float64)
+    recall = np.asarray(raw["recall"], dtype=np.float64)
+    if precision.shape != recall.shape:
+        raise ValueError(f"pr_curve: precision has {precision.size} values, recall {recall.size}")
+    return precision, recall
+
+
+def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                   pxap: Mapping[str, float] | None = None, title: str | None = None) -> Figure:
+    """Precision against recall, one line per method; ``pxap`` values go into the legend."""
+    from wsol.viz._figure import new_figure
+
+    if not curves:
+        raise ValueError("plot_pr_curves: no curves given")
+    fig = new_figure(4.6, 3.8)
+    ax = fig.subplots()
+    for label, (precision, recall) in curves.items():
+        text = label if not pxap or label not in pxap else f"{label} (PxAP {pxap[label]:.1f})"
+        order = np.argsort(recall, kind="stable")
+        ax.plot(recall[order], precision[order], label=text)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or "Pixel precision-recall (PxAP)")
+    return fig
