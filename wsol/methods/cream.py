@@ -1,0 +1,545 @@
+"""CREAM: Class RE-Activation Mapping (Xu et al., CVPR 2022), method-spec §2.
+
+The official code never released this part; this module is the reference implementation.
+Equation numbers refer to the CVPR 2022 paper. Notation: ``F`` is the feature map CAM is
+computed from (``(B, D, h, w)``), ``N = h * w``, ``f_i`` the feature of pixel ``i``, ``M_c``
+the CAM of class ``c`` (Eq.1), ``C`` the number of classes.
+
+Training (Eq.3-4): exactly CAM's cross-entropy; on the side, two class-specific context
+embeddings ``e_fg^c``, ``e_bg^c`` (buffers, no gradient) follow the CAM-guided foreground and
+background feature averages with momentum ``gamma``.
+
+Inference (Eq.5-12): per image, a two-component mixture over pixel features with cosine
+"Gaussian" base models ``p_k(f) ∝ exp(s cos(f, mu_k))`` (Eq.7) is fitted by EM (Eq.8-9) starting
+from the GT/predicted class's embeddings; the component that covers the CAM-guided region best
+is the calibrated foreground map (Eq.10-11), which is added to the min-max normalized CAM
+(Eq.12).
+
+Everything is batched: all images of a batch go through EM at once with ``bmm``/``einsum``, on
+the features' device, with no Python loop over images.
+
+Public API::
+
+    cam_guided_mask(cams, tau=0.2) -> mask                          # Eq.3
+    masked_mean_features(features, mask) -> f_fg, f_bg, valid_fg, valid_bg   # Eq.4 averages
+    momentum_update(emb, feats, labels, valid, gamma) -> counts     # Eq.4 update
+    em_reactivation(features, mu_init, scale, iterations, pi_init) -> Z, mu, pi  # Eq.5-9
+    calibrate(Z, region) -> Z_hat                                   # Eq.10-11
+    fuse(Z_hat, cam) -> M_hat                                       # Eq.12
+    CREAM(backbone, tau=0.2, gamma=0.8, scale=8.0, iterations=2, stage="fused", ...)
+    CREAM.from_cam(cam_method_or_backbone, **kw)
+    fit_embeddings(method, loader, device, mode="mean", progress=True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wsol.engine.distributed import all_reduce_sum, is_main_process
+from wsol.methods.base import WSOLMethod
+from wsol.methods.registry import register_method
+from wsol.models.base import WSOLBackbone
+
+__all__ = [
+    "CREAM",
+    "STAGES",
+    "calibrate",
+    "cam_guided_mask",
+    "em_reactivation",
+    "fit_embeddings",
+    "fuse",
+    "masked_mean_features",
+    "minmax_normalize",
+    "momentum_update",
+]
+
+#: Localization map stages of :class:`CREAM` (Table 5 rows 1-3).
+STAGES = ("cam", "calibrated", "fused")
+_FEATURE_NORMALIZATIONS = ("none", "l2")
+_PI_INITS = ("uniform", "cam")
+_SKIP_EMPTY = ("both", "each")
+_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# Pure batched functions
+# --------------------------------------------------------------------------------------------
+
+def minmax_normalize(maps: Tensor) -> Tensor:
+    """Per-image min-max normalization ``(m - min) / (max - min)`` over all but the batch dim.
+
+    As in the evaluation protocol (method-spec §1): an image whose map contains a NaN or is
+    constant (``max == min``) gets an all-zero map. Returns a float tensor of ``maps``' shape.
+    """
+    if maps.ndim < 2:
+        raise ValueError(f"maps must be batch-first with >= 2 dims, got shape {tuple(maps.shape)}")
+    flat = maps.reshape(maps.shape[0], -1)
+    if not flat.is_floating_point():
+        flat = flat.float()
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
+    span = hi - lo
+    bad = torch.isnan(flat).any(dim=1, keepdim=True) | ~(span > 0)
+    out = (flat - lo) / torch.where(bad, torch.ones_like(span), span)
+    out = out.masked_fill(bad, 0.0)
+    return out.reshape(maps.shape)
+
+
+def cam_guided_mask(cams: Tensor, tau: float = 0.2) -> Tensor:
+    """Eq.3: ``B = 1[N(M_c) > tau]`` with ``N`` the per-image min-max normalization.
+
+    Args:
+        cams: ``(B, h, w)`` raw class activation maps (one class per image).
+        tau: threshold on the normalized map (0.2, "as suggested in [38]").
+
+    Returns:
+        ``(B, h, w)`` bool mask. A constant or NaN map normalizes to zeros, so its mask is
+        empty (all False) for any ``tau >= 0``.
+    """
+    if cams.ndim != 3:
+        raise ValueError(f"cams must have shape (B, h, w), got {tuple(cams.shape)}")
+    if not math.isfinite(tau):
+        raise ValueError(f"tau must be a finite number, got {tau}")
+    return minmax_normalize(cams) > tau
+
+
+def masked_mean_features(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Eq.4's spatial averages: ``f_fg = sum_i B_i f_i / |B|``, ``f_bg = sum_i (1-B_i) f_i / |1-B|``.
+
+    Args:
+        features: ``(B, D, h, w)`` (or ``(B, D, N)``) feature maps.
+        mask: ``(B, h, w)`` (or ``(B, N)``) bool foreground mask ``B``.
+
+    Returns:
+        ``(f_fg, f_bg, valid_fg, valid_bg)``: two ``(B, D)`` float tensors and two ``(B,)`` bool
+        tensors; ``valid_fg[b]`` is False when image ``b``'s mask is empty (its ``f_fg`` is then
+        zero), ``valid_bg[b]`` when the mask covers every pixel.
+    """
+    if features.ndim not in (3, 4):
+        raise ValueError(f"features must have shape (B, D, h, w) or (B, D, N), "
+                         f"got {tuple(features.shape)}")
+    flat = features.flatten(2)
+    m = mask.reshape(mask.shape[0], -1)
+    if m.shape != (flat.shape[0], flat.shape[2]):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match features of shape "
+                         f"{tuple(features.shape)}")
+    flat = flat.float()
+    fg = m.to(flat.dtype)
+    count_fg = fg.sum(dim=1)                                    # (B,)
+    count_bg = flat.shape[2] - count_fg
+    sum_all = flat.sum(dim=2)                                   # (B, D)
+    sum_fg = torch.bmm(flat, fg.unsqueeze(2)).squeeze(2)        # (B, D)
+    sum_bg = sum_all - sum_fg
+    f_fg = sum_fg / count_fg.clamp_min(1.0).unsqueeze(1)
+    f_bg = sum_bg / count_bg.clamp_min(1.0).unsqueeze(1)
+    return f_fg, f_bg, count_fg > 0, count_bg > 0
+
+
+@torch.no_grad()
+def momentum_update(emb: Tensor, feats: Tensor, labels: Tensor, valid: Tensor,
+                    gamma: float) -> Tensor:
+    """Eq.4 momentum rule, batched: ``e_c <- gamma e_c + (1 - gamma) mean_{b: y_b = c} f_b``.
+
+    The mean runs over the valid samples of class ``c`` in the batch (all ranks together: the
+    per-class sums and counts are summed with :func:`wsol.engine.distributed.all_reduce_sum`
+    before the update, so every rank applies the identical update; a no-op in one process).
+    Classes with no valid sample are left unchanged. ``gamma = 0`` copies the batch mean,
+    ``gamma = 1`` leaves the buffer unchanged. ``emb`` is updated in place.
+
+    Args:
+        emb: ``(C, D)`` embedding buffer.
+        feats: ``(B, D)`` per-sample features (``f_fg`` or ``f_bg``).
+        labels: ``(B,)`` int class of each sample.
+        valid: ``(B,)`` bool, samples that take part.
+        gamma: momentum coefficient in ``[0, 1]``.
+
+    Returns:
+        ``(C,)`` int64 number of samples (over all ranks) that updated each class.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if emb.ndim != 2 or feats.ndim != 2 or feats.shape[1] != emb.shape[1]:
+        raise ValueError(f"expected emb (C, D) and feats (B, D) with the same D, got "
+                         f"{tuple(emb.shape)} and {tuple(feats.shape)}")
+    if labels.shape != (feats.shape[0],) or valid.shape != (feats.shape[0],):
+        raise ValueError(f"labels {tuple(labels.shape)} and valid {tuple(valid.shape)} must both "
+                         f"have shape ({feats.shape[0]},)")
+    num_classes = emb.shape[0]
+    labels = labels.to(device=emb.device, dtype=torch.long)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    w = valid.to(device=emb.device, dtype=emb.dtype)
+    # One reduction carries sums and counts: (C, D + 1).
+    stats = emb.new_zeros(num_classes, emb.shape[1] + 1)
+    weighted = torch.cat([feats.to(device=emb.device, dtype=emb.dtype) * w.unsqueeze(1),
+                          w.unsqueeze(1)], dim=1)
+    stats.index_add_(0, labels, weighted)
+    all_reduce_sum(stats)
+    counts = stats[:, -1]
+    present = counts > 0
+    mean = stats[:, :-1] / counts.clamp_min(1.0).unsqueeze(1)
+    updated = gamma * emb + (1.0 - gamma) * mean
+    emb.copy_(torch.where(present.unsqueeze(1), updated, emb))
+    return counts.round().to(torch.long)
+
+
+def _normalize_rows(x: Tensor, dim: int) -> Tensor:
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(_EPS)
+
+
+def em_reactivation(features: Tensor, mu_init: Tensor, scale: float = 8.0, iterations: int = 2,
+                    pi_init: Tensor | None = None,
+                    feature_normalization: str = "none") -> tuple[Tensor, Tensor, Tensor]:
+    """Eq.5-9: EM for a two-component cosine mixture over the pixel features of each image.
+
+    Model (Eq.6-7): ``p(f) = sum_k pi_k p_k(f)``, ``p_k(f) ∝ exp(s cos(f, mu_k))``, ``k in {0, 1}``
+    (index 0 = the component initialized from the foreground embedding, 1 = background).
+
+    One *iteration* is an E-step followed by an M-step:
+
+    - E-step (Eq.8): ``z_i^k = pi_k p_k(f_i) / sum_j pi_j p_j(f_i)
+      = softmax_k(s cos(f_i, mu_k) + log pi_k)`` (log-sum-exp inside ``softmax``).
+    - M-step (Eq.9): ``mu_k = sum_i z_i^k f_i / sum_i z_i^k``, ``pi_k = N_k / N`` with
+      ``N_k = sum_i z_i^k``.
+
+    ``Z`` is the output of the *last E-step*: with ``T = 1`` pixels are assigned with the
+    initial (learned) embeddings, i.e. ``Z = E(mu_init, pi_init)``; with ``T = 2`` the
+    centroids are refined once by an M-step and pixels are re-assigned,
+    ``Z = E(M(E(mu_init)))``. The final M-step of iteration ``T`` does not change ``Z``; it only
+    produces the returned ``(mu, pi)``, the parameters after ``T`` full iterations.
+
+    Args:
+        features: ``(B, D, N)`` (or ``(B, D, h, w)``) pixel features.
+        mu_init: ``(B, 2, D)`` initial centroids (``e_fg^c``, ``e_bg^c`` of each image's class).
+        scale: ``s`` in Eq.7 (8 in the paper). ``s -> 0`` makes ``Z`` equal the mixing weights.
+        iterations: ``T >= 1``.
+        pi_init: ``(B, 2)`` or ``(2,)`` initial mixing weights summing to 1; ``None`` ->
+            ``(1/2, 1/2)`` [inferred].
+        feature_normalization: [inferred] what the M-step averages: ``"none"`` the raw features
+            as Eq.9 is written (the E-step's cosine is unaffected by the centroids' norm),
+            ``"l2"`` the unit-normalized features (spherical k-means style centroids).
+
+    Returns:
+        ``(Z, mu, pi)``: ``(B, 2, N)`` responsibilities (sum to 1 over dim 1), ``(B, 2, D)``
+        centroids and ``(B, 2)`` mixing weights after ``T`` iterations. Computed in float32
+        (float64 if the inputs are float64).
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1 (T = 0 means plain CAM), got {iterations}")
+    if feature_normalization not in _FEATURE_NORMALIZATIONS:
+        raise ValueError(f"feature_normalization must be one of {_FEATURE_NORMALIZATIONS}, "
+                         f"got {feature_normalization!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale}")
+    if features.ndim == 4:
+        features = features.flatten(2)
+    if features.ndim != 3:
+        raise ValueError(f"features must have shape (B, D, N), got {tuple(features.shape)}")
+    bsz, dim, npix = features.shape
+    if mu_init.shape != (bsz, 2, dim):
+        raise ValueError(f"mu_init must have shape ({bsz}, 2, {dim}), got {tuple(mu_init.shape)}")
+    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    feats = features.to(dtype)
+    unit = _normalize_rows(feats, dim=1)                        # (B, D, N), normalized once
+    m_step_feats = feats if feature_normalization == "none" else unit
+    mu = mu_init.to(device=feats.device, dtype=dtype)
+    if pi_init is None:
+        pi = feats.new_full((bsz, 2), 0.5)
+    else:
+        pi = pi_init.to(device=feats.device, dtype=dtype).expand(bsz, 2)
+        if (pi < 0).any() or not torch.allclose(pi.sum(dim=1), pi.new_ones(bsz)):
+            raise ValueError("pi_init must be non-negative and sum to 1 over the two components")
+    tiny = torch.finfo(dtype).tiny
+    z = feats.new_empty(bsz, 2, npix)
+    for _ in range(iterations):
+        # E-step (Eq.8): (B, 2, D) @ (B, D, N) -> (B, 2, N) cosines.
+        logits = torch.bmm(_normalize_rows(mu, dim=2), unit).mul_(scale)
+        logits.add_(pi.clamp_min(tiny).log().unsqueeze(2))
+        z = torch.softmax(logits, dim=1)
+        # M-step (Eq.9): (B, 2, N) @ (B, N, D) -> (B, 2, D).
+        n_k = z.sum(dim=2)                                      # (B, 2)
+        mu = torch.bmm(z, m_step_feats.transpose(1, 2)) / n_k.clamp_min(_EPS).unsqueeze(2)
+        pi = n_k / npix
+    return z, mu, pi
+
+
+def calibrate(z: Tensor, region: Tensor) -> Tensor:
+    """Eq.10-11: pick the component that is more "foreground" on the CAM-guided region.
+
+    ``P_k = sum_{i in B} z_i^k / |B|`` (Eq.10) and ``Z_hat = Z^0 if P_0 >= P_1 else Z^1``
+    (Eq.11), with component 0 the one initialized from the foreground embedding.
+
+    Tie and empty region [inferred]: ``P_0 == P_1`` (including an empty region ``B``, where both
+    means are taken as 0) selects component 0, the foreground-initialized one. Since ``z^0 + z^1
+    = 1``, ties only happen when the region's mean responsibility is exactly 1/2.
+
+    Args:
+        z: ``(B, 2, N)`` responsibilities from :func:`em_reactivation`.
+        region: ``(B, N)`` (or ``(B, h, w)``) bool CAM-guided region (Eq.3 mask).
+
+    Returns:
+        ``(B, N)`` calibrated foreground map in [0, 1].
+    """
+    if z.ndim != 3 or z.shape[1] != 2:
+        raise ValueError(f"z must have shape (B, 2, N), got {tuple(z.shape)}")
+    reg = region.reshape(region.shape[0], -1)
+    if reg.shape != (z.shape[0], z.shape[2]):
+        raise ValueError(f"region of shape {tuple(region.shape)} does not match z of shape "
+                         f"{tuple(z.shape)}")
+    # Both P_k share the denominator |B|, so comparing the sums is comparing the means.
+    sums = torch.bmm(z, reg.to(z.dtype).unsqueeze(2)).squeeze(2)      # (B, 2)
+    keep_first = sums[:, 0] >= sums[:, 1]
+    return torch.where(keep_first.unsqueeze(1), z[:, 0], z[:, 1])
+
+
+def fuse(z_hat: Tensor, cam: Tensor) -> Tensor:
+    """Eq.12: ``M_hat = Z_hat + N(M_c)``, ``N`` the per-image min-max normalization.
+
+    Both terms are at feature resolution and in [0, 1] [inferred], so ``M_hat`` is in [0, 2]
+    (the localization code normalizes it again after upsampling). ``z_hat`` may be ``(B, N)``;
+    the result has ``cam``'s shape.
+    """
+    if z_hat.shape[0] != cam.shape[0] or z_hat.numel() != cam.numel():
+        raise ValueError(f"z_hat of shape {tuple(z_hat.shape)} does not match cam of shape "
+                         f"{tuple(cam.shape)}")
+    return z_hat.reshape(cam.shape) + minmax_normalize(cam).to(z_hat.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The method
+# --------------------------------------------------------------------------------------------
+
+@register_method
+class CREAM(WSOLMethod):
+    """Class re-activation mapping on top of a CAM backbone (method-spec §2).
+
+    Training loss = CAM's cross-entropy (inherited). :meth:`update_state` maintains the context
+    embeddings (Eq.3-4); :meth:`localization_maps` runs EM re-activation, calibration and fusion
+    (Eq.5-12).
+
+    Args:
+        backbone: any :class:`~wsol.models.base.WSOLBackbone`.
+        tau: CAM threshold of Eq.3 (training mask and calibration region), 0.2.
+        gamma: momentum of Eq.4, 0.8 (Table 8).
+        scale: ``s`` of Eq.7, 8.
+        iterations: EM iterations ``T`` (Table 7; 0 = plain CAM). See :func:`em_reactivation`.
+        stage: which map :meth:`localization_maps` returns: ``"cam"`` (Eq.1), ``"calibrated"``
+            (Eq.11) or ``"fused"`` (Eq.12, default).
+        init_seed: seed of the dedicated ``torch.Generator`` that draws the initial embeddings,
+            so every rank (and every rebuild) starts from the same buffers.
+        init_std: [inferred] the embeddings start as i.i.d. ``N(0, init_std^2)`` entries (the
+            paper only says "randomly initialized"; with cosine similarity only the direction
+            matters at inference, the scale sets how fast the momentum rule forgets the init).
+        feature_normalization: [inferred] ``"none"`` (Eq.9 literally: M-step on raw features) or
+            ``"l2"`` (M-step on unit features). See :func:`em_reactivation`.
+        pi_init: [inferred] initial mixing weights: ``"uniform"`` (1/2, 1/2) or ``"cam"``
+            (``pi_fg = |B| / N`` from the Eq.3 mask, clamped to [0.01, 0.99]).
+        skip_empty: [inferred] which updates to skip for a sample whose Eq.3 mask has no
+            foreground (constant/NaN CAM) or no background pixel: ``"both"`` skips the sample
+            for both embeddings (its CAM gave no split), ``"each"`` still updates the embedding
+            whose part is non-empty.
+
+    Buffers (saved in ``state_dict``, never trained): ``fg_embeddings``, ``bg_embeddings``
+    ``(C, D)`` float32; ``update_count`` ``(2, C)`` int64, the number of samples absorbed by
+    each class's foreground (row 0) and background (row 1) embedding (0 = still the random
+    init).
+    """
+
+    name = "cream"
+
+    def __init__(self, backbone: WSOLBackbone, tau: float = 0.2, gamma: float = 0.8,
+                 scale: float = 8.0, iterations: int = 2, stage: str = "fused",
+                 init_seed: int = 0, init_std: float = 1.0, feature_normalization: str = "none",
+                 pi_init: str = "uniform", skip_empty: str = "both") -> None:
+        super().__init__(backbone)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"CREAM: gamma must be in [0, 1], got {gamma}")
+        if not math.isfinite(tau):
+            raise ValueError(f"CREAM: tau must be finite, got {tau}")
+        if not math.isfinite(scale) or scale < 0:
+            raise ValueError(f"CREAM: scale must be a finite number >= 0, got {scale}")
+        if int(iterations) != iterations or iterations < 0:
+            raise ValueError(f"CREAM: iterations must be an integer >= 0, got {iterations}")
+        if stage not in STAGES:
+            raise ValueError(f"CREAM: stage must be one of {STAGES}, got {stage!r}")
+        if feature_normalization not in _FEATURE_NORMALIZATIONS:
+            raise ValueError(f"CREAM: feature_normalization must be one of "
+                             f"{_FEATURE_NORMALIZATIONS}, got {feature_normalization!r}")
+        if pi_init not in _PI_INITS:
+            raise ValueError(f"CREAM: pi_init must be one of {_PI_INITS}, got {pi_init!r}")
+        if skip_empty not in _SKIP_EMPTY:
+            raise ValueError(f"CREAM: skip_empty must be one of {_SKIP_EMPTY}, got {skip_empty!r}")
+        if not init_std > 0:
+            raise ValueError(f"CREAM: init_std must be > 0, got {init_std}")
+        self.tau = float(tau)
+        self.gamma = float(gamma)
+        self.scale = float(scale)
+        self.iterations = int(iterations)
+        self.stage = stage
+        self.init_seed = int(init_seed)
+        self.init_std = float(init_std)
+        self.feature_normalization = feature_normalization
+        self.pi_init = pi_init
+        self.skip_empty = skip_empty
+        num_classes, dim = int(backbone.num_classes), int(backbone.feature_dim)
+        gen = torch.Generator().manual_seed(self.init_seed)
+        init = torch.randn(2, num_classes, dim, generator=gen) * self.init_std
+        self.register_buffer("fg_embeddings", init[0].clone())
+        self.register_buffer("bg_embeddings", init[1].clone())
+        self.register_buffer("update_count", torch.zeros(2, num_classes, dtype=torch.long))
+
+    @classmethod
+    def from_cam(cls, cam_method_or_backbone: WSOLMethod | WSOLBackbone, **kwargs: Any) -> CREAM:
+        """CREAM sharing (not copying) the backbone of a trained CAM method or a backbone.
+
+        The embeddings start at their random init: fill them with :func:`fit_embeddings`.
+        """
+        if isinstance(cam_method_or_backbone, WSOLMethod):
+            backbone = cam_method_or_backbone.backbone
+        elif isinstance(cam_method_or_backbone, WSOLBackbone):
+            backbone = cam_method_or_backbone
+        else:
+            raise ValueError(f"CREAM.from_cam expects a WSOLMethod or WSOLBackbone, got "
+                             f"{type(cam_method_or_backbone).__name__}")
+        method = cls(backbone, **kwargs)
+        param = next(backbone.parameters(), None)
+        return method.to(param.device) if param is not None else method
+
+    def extra_repr(self) -> str:
+        return (f"method={self.name}, tau={self.tau}, gamma={self.gamma}, scale={self.scale}, "
+                f"iterations={self.iterations}, stage={self.stage!r}, "
+                f"feature_normalization={self.feature_normalization!r}, "
+                f"pi_init={self.pi_init!r}, skip_empty={self.skip_empty!r}")
+
+    # ---------------------------------------------------------------- training (Eq.3-4)
+    def _batch_means(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Eq.3 mask from the GT-class CAM, then Eq.4's averages and validity flags."""
+        feats = features.detach()
+        cams = self.backbone.class_activation_maps(feats, labels)
+        mask = cam_guided_mask(cams, self.tau)
+        f_fg, f_bg, valid_fg, valid_bg = masked_mean_features(feats, mask)
+        if self.skip_empty == "both":
+            valid_fg = valid_bg = valid_fg & valid_bg
+        return f_fg, f_bg, valid_fg, valid_bg
+
+    @torch.no_grad()
+    def update_state(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
+        """Eq.3-4 on ``outputs["features"]`` (detached) with the GT class ``labels``."""
+        labels = labels.to(self.fg_embeddings.device)
+        f_fg, f_bg, valid_fg, valid_bg = self._batch_means(outputs["features"], labels)
+        n_fg = momentum_update(self.fg_embeddings, f_fg, labels, valid_fg, self.gamma)
+        n_bg = momentum_update(self.bg_embeddings, f_bg, labels, valid_bg, self.gamma)
+        self.update_count[0] += n_fg
+        self.update_count[1] += n_bg
+
+    # ---------------------------------------------------------------- inference (Eq.5-12)
+    def _stage_maps(self, outputs: dict[str, Tensor], classes: Tensor,
+                    upto: str) -> dict[str, Tensor]:
+        features = outputs["features"]
+        cams = self.backbone.class_activation_maps(features, classes)
+        maps = {"cam": cams}
+        if upto == "cam" or self.iterations == 0:
+            return maps
+        bsz, _, h, w = features.shape
+        classes = classes.to(self.fg_embeddings.device)
+        mu_init = torch.stack([self.fg_embeddings[classes], self.bg_embeddings[classes]], dim=1)
+        region = cam_guided_mask(cams, self.tau).reshape(bsz, h * w)
+        pi = None
+        if self.pi_init == "cam":
+            frac = region.float().mean(dim=1).clamp(0.01, 0.99)
+            pi = torch.stack([frac, 1.0 - frac], dim=1)
+        z, _, _ = em_reactivation(features.flatten(2), mu_init, self.scale, self.iterations,
+                                  pi, self.feature_normalization)
+        z_hat = calibrate(z, region).reshape(bsz, h, w)
+        maps["calibrated"] = z_hat
+        if upto == "fused":
+            maps["fused"] = fuse(z_hat, cams)
+        return maps
+
+    def localization_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
+        """Raw ``(B, h, w)`` map of ``self.stage`` for ``classes[b]`` (CAM when ``T = 0``)."""
+        maps = self._stage_maps(outputs, classes, self.stage)
+        return maps[self.stage] if self.stage in maps else maps["cam"]
+
+    def maps_by_stage(self, outputs: dict[str, Tensor], classes: Tensor) -> dict[str, Tensor]:
+        """All three stages in one pass (Table 5 ablation): ``{"cam", "calibrated", "fused"}``.
+
+        With ``iterations = 0`` only ``"cam"`` is present.
+        """
+        return self._stage_maps(outputs, classes, "fused")
+
+
+# --------------------------------------------------------------------------------------------
+# Plug-in use: embeddings for an existing CAM model
+# --------------------------------------------------------------------------------------------
+
+_FIT_MODES = ("mean", "momentum")
+
+
+@torch.no_grad()
+def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torch.device | str,
+                   mode: str = "mean", progress: bool = True) -> CREAM:
+    """Compute the context embeddings of an already trained CAM model, without retraining.
+
+    One pass over ``loader`` (batches of dicts with ``"image"`` ``(B, 3, H, W)`` and ``"label"``
+    ``(B,)``; use the train split with evaluation transforms) with the model in eval mode:
+
+    - ``mode="mean"``: ``e_fg^c = mean over the split's valid samples of class c of f_fg``
+      (Eq.4's averages), likewise ``e_bg^c``: the fixed point of the momentum rule in
+      expectation; deterministic and independent of the batch order. Sums and counts are
+      reduced over distributed ranks once at the end. Classes without a valid sample keep
+      their current embedding. ``update_count`` is set to the per-class sample counts.
+    - ``mode="momentum"``: the training rule (:meth:`CREAM.update_state`) applied batch by batch,
+      starting from the current buffers (order dependent).
+
+    The model's train/eval mode is restored afterwards. Returns ``method``.
+    """
+    if mode not in _FIT_MODES:
+        raise ValueError(f"fit_embeddings: mode must be one of {_FIT_MODES}, got {mode!r}")
+    if not isinstance(method, CREAM):
+        raise ValueError(f"fit_embeddings expects a CREAM method, got {type(method).__name__}")
+    device = torch.device(device)
+    was_training = method.training
+    method.to(device).eval()
+    num_classes, dim = method.fg_embeddings.shape
+    stats = torch.zeros(2, num_classes, dim + 1, dtype=torch.float64, device=device)
+    batches: Iterable[dict[str, Any]] = loader
+    if progress and is_main_process():
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=f"CREAM embeddings ({mode})", unit="batch")
+    try:
+        for index, batch in enumerate(batches):
+            if not isinstance(batch, dict) or "image" not in batch or "label" not in batch:
+                raise ValueError(f"fit_embeddings: batch {index} is not a dict with 'image' and "
+                                 f"'label' keys (got {type(batch).__name__})")
+            images = batch["image"].to(device, non_blocking=True)
+            labels = torch.as_tensor(batch["label"]).to(device=device, dtype=torch.long)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+                raise ValueError(f"fit_embeddings: batch {index} has labels outside "
+                                 f"[0, {num_classes})")
+            outputs = method(images)
+            if mode == "momentum":
+                method.update_state(outputs, labels)
+                continue
+            f_fg, f_bg, valid_fg, valid_bg = method._batch_means(outputs["features"], labels)
+            for row, (f, valid) in enumerate(((f_fg, valid_fg), (f_bg, valid_bg))):
+                w = valid.to(torch.float64).unsqueeze(1)
+                stats[row].index_add_(0, labels, torch.cat([f.to(torch.float64) * w, w], dim=1))
+    finally:
+        method.train(was_training)
+    if mode == "mean":
+        all_reduce_sum(stats)
+        counts = stats[:, :, -1]
+        means = (stats[:, :, :-1] / counts.clamp_min(1.0).unsqueeze(2)).to(method.fg_embeddings.dtype)
+        for row, emb in enumerate((method.fg_embeddings, method.bg_embeddings)):
+            present = (counts[row] > 0).unsqueeze(1)
+            emb.copy_(torch.where(present, means[row], emb))
+        method.update_count.copy_(counts.round().to(torch.long))
+    return method
