@@ -22,3 +22,37 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+def run_cli(*args: str, check: bool = True, launcher: list[str] | None = None,
+            timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+    """Run ``python -m wsol ARGS`` (or ``launcher + ARGS``) in a real subprocess."""
+    import subprocess
+    import sys
+
+    cmd = (launcher or [sys.executable, "-m", "wsol"]) + list(args)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> Path:
+    """A small synthetic WSOL dataset (3 classes, 64 px), made once per test session."""
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    run_cli("prepare", "synthetic", "--out", str(out), "--num-classes", "3",
+            "--train-per-class", "16", "--val-per-class", "4", "--test-per-class", "6",
+            "--image-size", "64", "--seed", "0")
+    return out
+
+
+def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``key=value`` overrides of a fast tiny-CNN run on the synthetic fixture."""
+    return [f"run_dir={run_dir}", "model.name=tiny_cnn", "model.width=8",
+            f"data.root={data / 'images'}", f"data.metadata={data / 'metadata'}",
+            "data.resize_size=72", "data.crop_size=64", "data.image_size=64",
+            "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0",
+            "optim.lr=0.01", "optim.epochs=2", "optim.lr_decay_every=1",
+            "eval.cam_curve_interval=0.01", "device=cpu", *extra]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,34 +14,11 @@ from wsol.config import load_config
 from wsol.engine.checkpoint import CheckpointError, load_checkpoint, load_method
 from wsol.engine.train import train
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "wsol", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"wsol {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def synthetic(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic") / "data"
-    run_cli("prepare", "synthetic", "--out", str(out), "--num-classes", "3",
-            "--train-per-class", "16", "--val-per-class", "4", "--test-per-class", "6",
-            "--image-size", "64", "--seed", "0")
-    return out
+from conftest import run_cli, tiny_overrides
 
 
 def tiny_config(data: Path, run_dir: Path, *extra: str) -> dict:
-    return load_config(None, [
-        f"run_dir={run_dir}", "model.name=tiny_cnn", "model.width=8",
-        f"data.root={data / 'images'}", f"data.metadata={data / 'metadata'}",
-        "data.resize_size=72", "data.crop_size=64", "data.image_size=64",
-        "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0",
-        "optim.lr=0.01", "optim.epochs=2", "optim.lr_decay_every=1",
-        "eval.cam_curve_interval=0.01", "device=cpu", *extra])
+    return load_config(None, tiny_overrides(data, run_dir, *extra))
 
 
 def test_train_then_evaluate_writes_a_complete_run(synthetic, tmp_path):

@@ -271,12 +271,30 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         dist_utils.barrier()
 
+    if world > 1:
+        sync = buffer_sync_report(method)
+        if main:
+            atomic_write_json(run_dir / "ranks.json", {"world_size": world, "buffers": sync})
     finished = len(rows) >= epochs
     final: dict = {"run_dir": str(run_dir), "epochs_completed": len(rows), "finished": finished}
     if finished:
         final.update(final_evaluation(method, config, run_dir, device, progress))
     dist_utils.barrier()
     return final
+
+
+def buffer_sync_report(method) -> dict:
+    """Max |difference| of every buffer of ``method`` (BatchNorm statistics, CREAM's context
+    embeddings, ...) between each rank and rank 0: all zeros when the ranks agree exactly."""
+    import torch.distributed as dist
+
+    report = {}
+    for name, buf in unwrap(method).named_buffers():
+        gathered = [torch.empty_like(buf) for _ in range(dist_utils.get_world_size())]
+        dist.all_gather(gathered, buf.contiguous())
+        report[name] = [float((g.double() - gathered[0].double()).abs().max()) if g.numel() else 0.0
+                        for g in gathered]
+    return report
 
 
 def final_evaluation(method, config: dict, run_dir: Path, device: torch.device,
