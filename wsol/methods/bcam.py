@@ -281,8 +281,9 @@ class BCAM(WSOLMethod):
         for key, value in given.items():
             if value is not None and (not math.isfinite(float(value)) or float(value) < 0):
                 raise ValueError(f"rate_{key} must be a finite number >= 0, got {value!r}")
-        if all(v is not None for v in given.values()):
-            return StaggerWeights(**{k: float(v) for k, v in given.items()})  # type: ignore[arg-type]
+        explicit = {k: float(v) for k, v in given.items() if v is not None}
+        if len(explicit) == len(given):
+            return StaggerWeights(**explicit)
         name = backbone_name
         if name is None:
             attr = getattr(backbone, "name", None)
@@ -292,8 +293,7 @@ class BCAM(WSOLMethod):
         except ValueError as exc:
             missing = ", ".join(f"rate_{k}" for k, v in given.items() if v is None)
             raise ValueError(f"B-CAM: {exc}; or pass backbone_name= (missing: {missing})") from None
-        return StaggerWeights(**{k: float(defaults[k] if v is None else v)
-                                 for k, v in given.items()})
+        return StaggerWeights(**{**defaults, **explicit})
 
     # ------------------------------------------------------------------ forward and loss
     def head(self, features: Tensor) -> dict[str, Tensor]:
