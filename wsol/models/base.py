@@ -14,6 +14,9 @@ that methods need no hooks:
 - ``param_groups(lr, new_layer_lr_mult)``: SGD parameter groups, pretrained layers at ``lr``,
   new layers (``new_modules()``) at ``lr * new_layer_lr_mult``.
 - ``input_mean`` / ``input_std``: per-channel normalization the (pretrained) weights expect.
+- ``stages()`` / ``freeze_stages(n)``: fine-tuning control for small (CPU) budgets: the feature
+  extractor as an ordered list of stages (input -> output, classifier excluded); the first ``n``
+  are frozen (no gradients, BatchNorm statistics fixed even in ``train()`` mode).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class WSOLBackbone(nn.Module):
     num_classes: int
     feature_dim: int
     classifier: nn.Module
+    #: Number of leading :meth:`stages` frozen by :meth:`freeze_stages` (0 = none).
+    frozen_stages: int = 0
 
     def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -80,3 +85,37 @@ class WSOLBackbone(nn.Module):
             groups.append({"params": new, "lr": lr * new_layer_lr_mult,
                            "weight_decay": weight_decay, "name": "new"})
         return groups
+
+    def stages(self) -> list[nn.Module]:
+        """The feature extractor as ordered stages (input -> output); the classifier is not one.
+
+        Every parameter used by :meth:`forward_features` belongs to exactly one stage.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define stages()")
+
+    def freeze_stages(self, n: int) -> None:
+        """Freeze exactly the first ``n`` stages and unfreeze the others.
+
+        Frozen stages get ``requires_grad=False`` and their BatchNorm layers stay in eval mode
+        (running statistics fixed) even when the model is put in train mode. ``n = 0`` unfreezes
+        everything; ``n = len(stages())`` trains the classifier only (a linear probe).
+        """
+        stages = self.stages()
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(stages):
+            raise ValueError(f"freeze_stages: n must be an int in [0, {len(stages)}] for "
+                             f"{type(self).__name__}, got {n!r}")
+        for i, stage in enumerate(stages):
+            for p in stage.parameters():
+                p.requires_grad_(i >= n)
+        self.frozen_stages = n
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> WSOLBackbone:
+        """``nn.Module.train`` that keeps the BatchNorm layers of frozen stages in eval mode."""
+        super().train(mode)
+        if mode and self.frozen_stages > 0:
+            for stage in self.stages()[: self.frozen_stages]:
+                for m in stage.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
