@@ -239,7 +239,9 @@ class BCAM(WSOLMethod):
     """
 
     name = "bcam"
-    maps_need_grad = True  # instances with map_type="weight" set False
+    # Gradient maps re-run the head on a detached copy of F under their own enable_grad(), so
+    # the engine can run the backbone forward without building its graph.
+    maps_need_grad = False
 
     def __init__(self, backbone: WSOLBackbone, *, num_heads: int = 100,
                  rate_ff: float | None = None, rate_fb: float | None = None,
@@ -262,8 +264,6 @@ class BCAM(WSOLMethod):
         self.map_type: str = map_type
         self.variant: str = variant
         self.mask_normalization: str = mask_normalization
-        if map_type == "weight":
-            self.maps_need_grad = False  # type: ignore[misc]
 
         dim, num_classes = backbone.feature_dim, backbone.num_classes
         self.object_aggregator = nn.Conv2d(dim, num_heads, kernel_size=1, bias=False)
