@@ -9,8 +9,10 @@ class ``c_b`` of each image (given, or the top-1 prediction):
 3. ``maps = normalize(upsample_bicubic(raw, (H, W)))`` per image (method-spec §1, minmax by
    default), values in [0, 1], on the model's device.
 4. ``box_b``: the wsolevaluation box at threshold ``t`` (method-spec §4): ``u = uint8(255 map)``,
-   foreground ``u > int(t * max u)``, bounding rectangle of the largest contour, inclusive
-   ``(x0, y0, x1, y1)`` in input pixels; ``(0, 0, 0, 0)`` when the map is blank.
+   foreground ``u > int(t * max u)``, bounding rectangle ``(x, y, w, h)`` of the largest
+   contour, box ``(x, y, min(x + w, W - 1), min(y + h, H - 1))`` in input pixels (the
+   protocol's convention, also that of the CUB GT boxes: ``x1`` is one past the last
+   foreground pixel unless clipped); ``(0, 0, 0, 0)`` when the map is blank.
 
 No autograd graph is built unless the method's maps need one (``maps_need_grad``, B-CAM), and
 nothing is kept between calls, so calling :func:`localize` in a loop does not grow memory.
@@ -35,6 +37,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,8 +47,8 @@ from wsol.methods.base import WSOLMethod
 #: threshold found on a fully supervised split (``threshold_from_results``).
 DEFAULT_THRESHOLD = 0.2
 
-__all__ = ["DEFAULT_THRESHOLD", "LocalizationResult", "localize", "resolve_method",
-           "scale_boxes", "threshold_from_results"]
+__all__ = ["DEFAULT_THRESHOLD", "LocalizationResult", "largest_contour_boxes", "localize",
+           "resolve_method", "scale_boxes", "threshold_from_results"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class LocalizationResult:
     """Output of :func:`localize`; every tensor is on the model's device.
 
     - ``maps``: ``(B, H, W)`` float, normalized to [0, 1], at the input resolution.
-    - ``boxes``: ``(B, 4)`` int64 ``(x0, y0, x1, y1)``, inclusive input pixels.
+    - ``boxes``: ``(B, 4)`` int64 ``(x0, y0, x1, y1)`` in input pixels (protocol convention).
     - ``classes``: ``(B,)`` int64, the class each map and box belongs to.
     - ``scores``: ``(B,)`` float, the softmax probability of that class.
     """
@@ -108,7 +111,7 @@ def localize(method: WSOLMethod, images: Tensor, classes: Tensor | None = None,
         threshold: box threshold ``t`` in [0, 1) on the normalized map.
         normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
     """
-    from wsol.localization import boxes_from_maps, postprocess_maps
+    from wsol.localization.normalize import postprocess_maps
 
     _check_inputs(method, images, classes, threshold)
     device = _model_device(method)
@@ -127,18 +130,31 @@ def localize(method: WSOLMethod, images: Tensor, classes: Tensor | None = None,
         del outputs
         scores = logits.softmax(dim=1).gather(1, classes[:, None])[:, 0]
         maps = postprocess_maps(raw.float(), tuple(images.shape[2:]), normalization)
-        boxes = boxes_from_maps(maps, threshold).to(device)
+        boxes = largest_contour_boxes(maps, threshold).to(device)
     finally:
         method.train(was_training)
     return LocalizationResult(maps=maps, boxes=boxes, classes=classes, scores=scores)
 
 
-def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_sizes: Tensor) -> Tensor:
-    """Inclusive boxes in a resized ``from_size = (H, W)`` image back to original pixels.
+def largest_contour_boxes(maps: Tensor, threshold: float) -> Tensor:
+    """``(B, 4)`` int64 CPU tensor: the wsolevaluation box of each normalized map at
+    ``threshold``, largest contour only (:func:`wsol.localization.boxes.boxes_from_map`)."""
+    from wsol.localization.boxes import boxes_from_map
 
-    Input pixel ``u`` covers the original interval ``[u r, (u + 1) r)`` with ``r = W0 / W``
-    (likewise for rows), so a box ``x0..x1`` covers ``[x0 r, (x1 + 1) r)`` and the original
-    pixels it touches are ``floor(x0 r) .. ceil((x1 + 1) r) - 1`` (clipped to the image).
+    cpu_maps = maps.detach().cpu()
+    boxes = [boxes_from_map(m, [threshold], multi_contour=False)[0][0] for m in cpu_maps]
+    return torch.from_numpy(np.stack(boxes)).long()
+
+
+def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_sizes: Tensor) -> Tensor:
+    """Boxes in a resized ``from_size = (H, W)`` image back to original pixels.
+
+    The box is read as inclusive pixels ``x0..x1`` (as the protocol's IoU reads it). Input
+    pixel ``u`` covers the original interval ``[u r, (u + 1) r)`` with ``r = W0 / W``
+    (likewise for rows), so the box covers ``[x0 r, (x1 + 1) r)`` and the original pixels it
+    touches are ``floor(x0 r) .. ceil((x1 + 1) r) - 1`` (clipped to the image). A protocol box
+    from :func:`localize` ends one input pixel past its foreground (``x + w``), so in original
+    pixels it reaches up to ``r`` pixels past the foreground on the right and bottom.
 
     Args:
         boxes: ``(N, 4)`` ``(x0, y0, x1, y1)``.
