@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -177,7 +178,8 @@ _TOP_PARTS = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
-def checkpoint_key_map(model: EfficientNetLite0, keep_imagenet_head: bool):
+def checkpoint_key_map(model: EfficientNetLite0,
+                       keep_imagenet_head: bool) -> Callable[[str], str | None]:
     """A ``remap`` from the package's (EfficientNet-PyTorch style) names to ours.
 
     ``_blocks.<i>.<part>.<p>`` -> ``blocks.<stage>.<j>.<part'>.<p>``; ``_conv_stem``/``_bn0``
