@@ -102,7 +102,8 @@ def test_masked_mean_features_by_hand():
     f_fg, f_bg, valid_fg, valid_bg = masked_mean_features(
         features.expand(2, -1, -1, -1), torch.tensor([[[False] * 2] * 2, [[True] * 2] * 2]))
     assert valid_fg.tolist() == [False, True] and valid_bg.tolist() == [True, False]
-    assert torch.equal(f_fg[0], torch.zeros(2)) and torch.allclose(f_bg[0], torch.tensor([1.5, 5.5]))
+    assert torch.equal(f_fg[0], torch.zeros(2))
+    assert torch.allclose(f_bg[0], torch.tensor([1.5, 5.5]))
 
 
 def test_momentum_update_rules():
@@ -220,7 +221,8 @@ def test_calibrate_by_hand_and_ties():
                            [False, False, True, True],         # P_0 = .15 -> component 1
                            [True, True, False, False]])        # tie (.5 / .5) -> component 0
     out = calibrate(z, region)
-    assert torch.equal(out[0], z0[0]) and torch.equal(out[1], 1 - z0[1]) and torch.equal(out[2], z0[2])
+    assert torch.equal(out[0], z0[0]) and torch.equal(out[1], 1 - z0[1])
+    assert torch.equal(out[2], z0[2])
     empty = calibrate(z, torch.zeros(3, 4, dtype=torch.bool))   # empty region -> component 0
     assert torch.equal(empty, z0)
 
@@ -379,3 +381,51 @@ def test_end_to_end_training_with_tiny_backbone():
     with torch.no_grad():
         again = restored.localization_maps(restored(images), outputs["logits"].argmax(dim=1))
     assert torch.allclose(again, maps, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- distributed
+def _two_rank_worker(rank: int, init_file: str, result_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.set_num_threads(1)
+        feats = torch.arange(24, dtype=torch.float32).view(6, 4)
+        labels = torch.tensor([0, 1, 0, 2, 0, 1])
+        mine = slice(0, 2) if rank == 0 else slice(2, 6)          # uneven split of one batch
+        emb = torch.ones(3, 4)
+        momentum_update(emb, feats[mine], labels[mine], torch.ones(6, dtype=torch.bool)[mine], 0.5)
+        # Momentum fit with uneven shards: rank 0 has 1 batch, rank 1 has 2 (must not hang).
+        images, _ = red_square_batch(6)
+        method = CREAM(ColorBackbone(), gamma=0.5)
+        zeros = torch.zeros(6, dtype=torch.long)
+        batches = ([{"image": images[:2], "label": zeros[:2]}] if rank == 0 else
+                   [{"image": images[2:4], "label": zeros[2:4]},
+                    {"image": images[4:], "label": zeros[4:]}])
+        fit_embeddings(method, batches, "cpu", mode="momentum", progress=False)
+        torch.save({"emb": emb, "fg": method.fg_embeddings, "count": method.update_count},
+                   f"{result_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_apply_identical_updates(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"out.{r}") for r in (0, 1))
+    feats = torch.arange(24, dtype=torch.float32).view(6, 4)
+    expected = torch.ones(3, 4)                                  # the single-process result
+    momentum_update(expected, feats, torch.tensor([0, 1, 0, 2, 0, 1]),
+                    torch.ones(6, dtype=torch.bool), 0.5)
+    assert torch.equal(r0["emb"], r1["emb"]) and torch.allclose(r0["emb"], expected)
+    assert torch.equal(r0["fg"], r1["fg"]) and torch.equal(r0["count"], r1["count"])
+    assert r0["count"][0, 0].item() == 6
+    # Step 1 merges rank 0's batch with rank 1's first batch; step 2 is rank 1's second batch.
+    images, _ = red_square_batch(6)
+    zeros = torch.zeros(6, dtype=torch.long)
+    single = fit_embeddings(CREAM(ColorBackbone(), gamma=0.5),
+                            [{"image": images[:4], "label": zeros[:4]},
+                             {"image": images[4:], "label": zeros[4:]}],
+                            "cpu", mode="momentum", progress=False)
+    assert torch.allclose(r0["fg"], single.fg_embeddings, atol=1e-6)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wsol.engine.distributed import all_reduce_sum, is_main_process
+from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
 from wsol.methods.base import WSOLMethod
 from wsol.methods.registry import register_method
 from wsol.models.base import WSOLBackbone
@@ -109,7 +109,7 @@ def cam_guided_mask(cams: Tensor, tau: float = 0.2) -> Tensor:
 
 
 def masked_mean_features(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Eq.4's spatial averages: ``f_fg = sum_i B_i f_i / |B|``, ``f_bg = sum_i (1-B_i) f_i / |1-B|``.
+    """Eq.4's spatial averages ``f_fg = sum_i B_i f_i / |B|``, ``f_bg = sum_i (1-B_i) f_i / |1-B|``.
 
     Args:
         features: ``(B, D, h, w)`` (or ``(B, D, N)``) feature maps.
@@ -418,7 +418,8 @@ class CREAM(WSOLMethod):
                 f"pi_init={self.pi_init!r}, skip_empty={self.skip_empty!r}")
 
     # ---------------------------------------------------------------- training (Eq.3-4)
-    def _batch_means(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _batch_means(self, features: Tensor,
+                     labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Eq.3 mask from the GT-class CAM, then Eq.4's averages and validity flags."""
         feats = features.detach()
         cams = self.backbone.class_activation_maps(feats, labels)
@@ -437,6 +438,14 @@ class CREAM(WSOLMethod):
         n_bg = momentum_update(self.bg_embeddings, f_bg, labels, valid_bg, self.gamma)
         self.update_count[0] += n_fg
         self.update_count[1] += n_bg
+
+    @torch.no_grad()
+    def _empty_update(self) -> None:
+        """Take part in the distributed reductions of :meth:`update_state` with no sample."""
+        for row, emb in enumerate((self.fg_embeddings, self.bg_embeddings)):
+            none = torch.zeros(0, dtype=torch.long, device=emb.device)
+            self.update_count[row] += momentum_update(emb, emb.new_zeros(0, emb.shape[1]), none,
+                                                      none.bool(), self.gamma)
 
     # ---------------------------------------------------------------- inference (Eq.5-12)
     def _stage_maps(self, outputs: dict[str, Tensor], classes: Tensor,
@@ -496,7 +505,9 @@ def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torc
       reduced over distributed ranks once at the end. Classes without a valid sample keep
       their current embedding. ``update_count`` is set to the per-class sample counts.
     - ``mode="momentum"``: the training rule (:meth:`CREAM.update_state`) applied batch by batch,
-      starting from the current buffers (order dependent).
+      starting from the current buffers (order dependent). Under torch.distributed every rank
+      must call it; ranks with fewer batches (uneven shards) join the remaining per-batch
+      reductions with empty updates, so ``loader`` must have a ``len``.
 
     The model's train/eval mode is restored afterwards. Returns ``method``.
     """
@@ -509,6 +520,15 @@ def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torc
     method.to(device).eval()
     num_classes, dim = method.fg_embeddings.shape
     stats = torch.zeros(2, num_classes, dim + 1, dtype=torch.float64, device=device)
+    extra_batches = 0
+    if mode == "momentum" and get_world_size() > 1:
+        if not hasattr(loader, "__len__"):
+            raise ValueError("fit_embeddings: mode='momentum' under torch.distributed needs a "
+                             "loader with a length (to keep the ranks' reductions in step)")
+        lengths = torch.zeros(get_world_size(), dtype=torch.float64, device=device)
+        lengths[get_rank()] = len(loader)  # type: ignore[arg-type]
+        all_reduce_sum(lengths)
+        extra_batches = int(lengths.max()) - len(loader)  # type: ignore[arg-type]
     batches: Iterable[dict[str, Any]] = loader
     if progress and is_main_process():
         from tqdm import tqdm
@@ -532,12 +552,15 @@ def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torc
             for row, (f, valid) in enumerate(((f_fg, valid_fg), (f_bg, valid_bg))):
                 w = valid.to(torch.float64).unsqueeze(1)
                 stats[row].index_add_(0, labels, torch.cat([f.to(torch.float64) * w, w], dim=1))
+        for _ in range(extra_batches):
+            method._empty_update()
     finally:
         method.train(was_training)
     if mode == "mean":
         all_reduce_sum(stats)
         counts = stats[:, :, -1]
-        means = (stats[:, :, :-1] / counts.clamp_min(1.0).unsqueeze(2)).to(method.fg_embeddings.dtype)
+        means = stats[:, :, :-1] / counts.clamp_min(1.0).unsqueeze(2)
+        means = means.to(method.fg_embeddings.dtype)
         for row, emb in enumerate((method.fg_embeddings, method.bg_embeddings)):
             present = (counts[row] > 0).unsqueeze(1)
             emb.copy_(torch.where(present, means[row], emb))
