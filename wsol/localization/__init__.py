@@ -1,0 +1,35 @@
+"""Score maps -> normalized maps -> boxes and masks (the wsolevaluation protocol, method-spec §1, §4).
+
+Typical use on a batch of raw method maps ``(B, h, w)``::
+
+    from wsol.localization import postprocess_maps, boxes_from_map
+    maps = postprocess_maps(raw, size=(224, 224), normalization="minmax")   # on device
+    boxes_per_threshold = boxes_from_map(maps[0], np.arange(0, 1, 0.01), multi_contour=True)
+"""
+
+from wsol.localization.boxes import (
+    ScoreMapError,
+    box_iou,
+    boxes_from_map,
+    cam_thresholds,
+    check_scoremaps,
+    quantize_maps,
+    resize_boxes,
+)
+from wsol.localization.masks import masks_from_map
+from wsol.localization.normalize import NORMALIZATIONS, normalize_maps, postprocess_maps, upsample_maps
+
+__all__ = [
+    "NORMALIZATIONS",
+    "ScoreMapError",
+    "box_iou",
+    "boxes_from_map",
+    "cam_thresholds",
+    "check_scoremaps",
+    "masks_from_map",
+    "normalize_maps",
+    "postprocess_maps",
+    "quantize_maps",
+    "resize_boxes",
+    "upsample_maps",
+]
