@@ -94,7 +94,8 @@ def _iou_key(iou: str) -> float:
 
 def pr_curve_from_results(results: Mapping) -> tuple[np.ndarray, np.ndarray] | None:
     """``(precision, recall)`` arrays from ``results["pr_curve"]`` (a mapping with
-    ``precision`` and ``recall`` lists); None when absent or in another form."""
+    ``precision`` and ``recall`` lists; a None precision, where nothing is predicted positive,
+    becomes NaN); None when absent or in another form."""
     raw = results.get("pr_curve")
     if not isinstance(raw, Mapping) or "precision" not in raw or "recall" not in raw:
         return None
@@ -116,8 +117,9 @@ def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     ax = fig.subplots()
     for label, (precision, recall) in curves.items():
         text = label if not pxap or label not in pxap else f"{label} (PxAP {pxap[label]:.1f})"
-        order = np.argsort(recall, kind="stable")
-        ax.plot(recall[order], precision[order], label=text)
+        keep = np.isfinite(precision) & np.isfinite(recall)
+        order = np.argsort(recall[keep], kind="stable")
+        ax.plot(recall[keep][order], precision[keep][order], label=text)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)

@@ -50,16 +50,22 @@ class ActivationHistograms:
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> ActivationHistograms:
-        """Inverse of :meth:`to_dict`. ``bins`` may also be the n left edges (the next edge is
-        then taken one step further). Bins starting at or above 1 (the evaluator's overflow
-        edges ``[1, 2, 3]``) are folded into the last bin below 1."""
-        fg = np.asarray(raw["fg"], dtype=np.float64)
-        bg = np.asarray(raw["bg"], dtype=np.float64)
-        edges = np.asarray(raw["bins"], dtype=np.float64)
+        """Inverse of :meth:`to_dict`; also reads the evaluator's ``score_histograms``
+        (``bin_edges``, ``inside_gt_boxes``, ``outside_gt_boxes``). ``bins`` may also be the n
+        left edges (the next edge is then taken one step further). Bins starting at or above 1
+        (the evaluator's overflow edges ``[1, 2, 3]``) are folded into the last bin below 1."""
+        keys = next((k for k in (("bins", "fg", "bg"),
+                                 ("bin_edges", "inside_gt_boxes", "outside_gt_boxes"))
+                     if all(key in raw for key in k)), None)
+        if keys is None:
+            raise ValueError(f"score histograms need bins/fg/bg or bin_edges/inside_gt_boxes/"
+                             f"outside_gt_boxes, got keys {sorted(raw)}")
+        edges, fg, bg = (np.asarray(raw[k], dtype=np.float64) for k in keys)
         if edges.size == fg.size and fg.size >= 2:
             edges = np.append(edges, edges[-1] + (edges[-1] - edges[-2]))
-        if edges.size != fg.size + 1:
-            raise ValueError(f"score histograms: {edges.size} bin edges for {fg.size} counts")
+        if edges.size != fg.size + 1 or bg.shape != fg.shape:
+            raise ValueError(f"score histograms: {edges.size} bin edges for {fg.size} fg and "
+                             f"{bg.size} bg counts")
         over = int(np.searchsorted(edges[:-1], 1.0, side="left"))  # first bin starting at >= 1
         if 0 < over < fg.size:
             fg = np.append(fg[:over - 1], fg[over - 1:].sum())

@@ -153,12 +153,15 @@ def best_threshold(run: RunSummary) -> float | None:
 
 
 def metrics_table(runs: Sequence[RunSummary]) -> str:
-    """The ``<table id="metrics">``: one row per run, one column per metric any run has."""
+    """The ``<table id="metrics">``: one row per run, one column per metric any run has (all
+    metrics are percentages where higher is better; the best of each column is bold)."""
     columns = [(k, t) for k, t in METRIC_COLUMNS
                if any(metric_value(r.results, k) is not None for r in runs)]
     head = ["Run", "Method", "Model", "Epochs"] + [t for _, t in columns] + ["Best thr."]
-    best = {k: max((v for r in runs if (v := metric_value(r.results, k)) is not None))
-            for k, _ in columns}
+    values = {k: [v for r in runs if (v := metric_value(r.results, k)) is not None]
+              for k, _ in columns}
+    # The best value of a column is bold when it beats at least one other run.
+    best = {k: max(v) if min(v) < max(v) else None for k, v in values.items()}
     rows = []
     for run in runs:
         cells = [html.escape(run.name), html.escape(run.method), html.escape(run.model),
@@ -167,7 +170,7 @@ def metrics_table(runs: Sequence[RunSummary]) -> str:
             value = metric_value(run.results, key)
             if value is None:
                 cells.append("&mdash;")
-            elif len(runs) > 1 and value == best[key]:
+            elif value == best[key]:
                 cells.append(f"<b>{value:.2f}</b>")
             else:
                 cells.append(f"{value:.2f}")
@@ -200,6 +203,8 @@ def _numeric_columns(epochs: list[dict[str, str]]) -> dict[str, np.ndarray]:
 
 def training_curves_figure(runs: Sequence[RunSummary]):
     """Losses (left) and validation metrics (right) per epoch from each run's metrics.csv."""
+    from matplotlib.ticker import MaxNLocator
+
     from wsol.viz._figure import new_figure
 
     fig = new_figure(9.0, 3.4)
@@ -214,6 +219,7 @@ def training_curves_figure(runs: Sequence[RunSummary]):
                 ax_metric.plot(x, values, label=f"{run.name}: {key}")
     for ax, title in ((ax_loss, "loss"), (ax_metric, "validation (%)")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -242,14 +248,18 @@ def report_sections(runs: Sequence[RunSummary]) -> list[Section]:
         pxap = {r.name: v for r in runs if (v := metric_value(r.results, "PxAP")) is not None}
         sections.append(Section("Pixel precision-recall", figure_png(plot_pr_curves(pr, pxap))))
 
-    hists = {}
+    hists, hist_notes = {}, []
     for r in runs:
         raw = r.results.get("score_histograms")
         if isinstance(raw, Mapping):
-            hists[r.name] = ActivationHistograms.from_dict(raw)
-    if hists:
+            try:
+                hists[r.name] = ActivationHistograms.from_dict(raw)
+            except ValueError as exc:
+                hist_notes.append(f"{r.name}: unreadable score_histograms ({exc})")
+    if hists or hist_notes:
         sections.append(Section("Foreground / background activations",
-                                figure_png(plot_activation_histograms(hists))))
+                                figure_png(plot_activation_histograms(hists)) if hists else None,
+                                hist_notes))
 
     with_epochs = [r for r in runs if r.epochs]
     if with_epochs:
