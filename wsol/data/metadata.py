@@ -198,7 +198,13 @@ def _read_localization(meta: Metadata, path: Path, known: set[str],
     kind: str | None = None
     for lineno, fields in _lines(path):
         if kind is None:
-            kind = "boxes" if len(fields) == 5 and _is_int(fields[1]) else "masks"
+            # The first line fixes the format by its field count (a box line with a bad
+            # coordinate is still a box line, reported as such below).
+            if len(fields) not in (3, 5):
+                raise MetadataError(
+                    f"{path}:{lineno}: expected a box line image_id,x0,y0,x1,y1 or a mask line"
+                    f" image_id,mask_path,ignore_path, got {','.join(fields)!r}")
+            kind = "boxes" if len(fields) == 5 else "masks"
         image_id = fields[0]
         if kind == "boxes":
             _expect_fields(fields, 5, path, lineno, "image_id,x0,y0,x1,y1")
@@ -239,14 +245,6 @@ def _read_localization(meta: Metadata, path: Path, known: set[str],
         meta.boxes = boxes
     elif kind == "masks":
         meta.masks = masks
-
-
-def _is_int(value: str) -> bool:
-    try:
-        int(value)
-    except ValueError:
-        return False
-    return True
 
 
 def write_metadata(meta: Metadata, split_dir: str | os.PathLike) -> Path:
