@@ -135,8 +135,13 @@ def test_histograms_from_results_fold_overflow_bins():
     assert h.fg.tolist() == [1, 5] and h.bg.tolist() == [4, 11]
     left_edges = ActivationHistograms.from_dict({"bins": [0.0, 0.5], "fg": [1, 2], "bg": [3, 4]})
     assert np.allclose(left_edges.edges, [0, 0.5, 1.0])
+    evaluator_keys = {"bin_edges": [0.0, 0.5, 1.0, 2.0, 3.0], "inside_gt_boxes": [1, 2, 3, 0],
+                      "outside_gt_boxes": [4, 5, 6, 0]}
+    assert ActivationHistograms.from_dict(evaluator_keys).bg.tolist() == [4, 11]
     with pytest.raises(ValueError, match="bin edges"):
         ActivationHistograms.from_dict({"bins": [0, 1, 2, 3], "fg": [1], "bg": [1]})
+    with pytest.raises(ValueError, match="keys"):
+        ActivationHistograms.from_dict({"fg": [1], "bg": [1]})
 
 
 def test_coarsen_sums_groups():
@@ -177,10 +182,13 @@ def test_box_acc_figure_draws_each_method_per_iou():
 
 def test_pr_curves(tmp_path):
     assert pr_curve_from_results({}) is None
+    # The evaluator's form: from the highest threshold down, None where nothing is positive.
     precision, recall = pr_curve_from_results(
-        {"pr_curve": {"precision": [1.0, 0.8, 0.5], "recall": [0.0, 0.5, 1.0]}})
+        {"pr_curve": {"precision": [None, 1.0, 0.8, 0.5], "recall": [0.0, 0.1, 0.5, 1.0]}})
+    assert np.isnan(precision[0])
     fig = plot_pr_curves({"CAM": (precision, recall)}, {"CAM": 72.5})
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "CAM (PxAP 72.5)"
+    assert np.allclose(fig.axes[0].lines[0].get_xdata(), [0.1, 0.5, 1.0])
     path = save_png(fig, tmp_path / "pr.png")
     assert Image.open(path).size[0] > 100
 
