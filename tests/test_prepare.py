@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, shared_path
 from PIL import Image
 
-from conftest import REPO, shared_path
 from wsol.cli import main
 from wsol.data.metadata import Metadata, read_metadata, write_metadata
 from wsol.data.prepare import (
@@ -38,7 +38,7 @@ def lines(path: Path) -> list[str]:
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "wsol", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 # ------------------------------------------------------------------------- real CUB subset
@@ -320,7 +320,7 @@ def test_openimages_official_masks_present_in_shared_test_data(tmp_path):
 # ------------------------------------------------------------------------------ synthetic
 
 
-SMALL = dict(num_classes=3, train_per_class=3, val_per_class=2, test_per_class=3, image_size=48)
+SMALL = {"num_classes": 3, "train_per_class": 3, "val_per_class": 2, "test_per_class": 3, "image_size": 48}
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "metadata exists under --image-root" +
                            (" (and every mask under --mask-root)" if masks else "") +
                            "; exit 1 if anything is missing.")
-        p.add_argument("--image-root", required=True, help="directory the image ids are relative to")
+        p.add_argument("--image-root", required=True,
+                       help="directory the image ids are relative to")
         p.add_argument("--metadata-root", required=True,
                        help=f"official metadata: .../metadata or .../metadata/"
                        f"{'ILSVRC' if name == 'ilsvrc' else 'OpenImages'}")
@@ -61,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        choices=["train", "val", "test"], help="splits to check (default all)")
         p.add_argument("--decode", action="store_true",
                        help="also decode every image to find corrupt files (slow)")
-        p.add_argument("--report", help="write the full list of problems here (CSV split,kind,path)")
+        p.add_argument("--report",
+                       help="write the full list of problems here (CSV split,kind,path)")
         p.add_argument("--show", type=_positive_int, default=5,
                        help="how many missing files to print per split (default 5)")
         p.set_defaults(_prepare=_run_check, _dataset_dir="ILSVRC" if name == "ilsvrc"
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "mask metadata) under --out; see wsol.data.synthetic.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num-classes", type=int, default=4)
-    p.add_argument("--train-per-class", type=_positive_int, default=60)
+    p.add_argument("--train-per-class", type=_positive_int, default=100)
     p.add_argument("--val-per-class", type=_positive_int, default=10)
     p.add_argument("--test-per-class", type=_positive_int, default=25)
     p.add_argument("--image-size", type=int, default=96, help="longer image side in pixels")

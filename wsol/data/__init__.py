@@ -1,7 +1,13 @@
 """Data: wsolevaluation metadata, datasets, transforms, preparation and a synthetic dataset."""
 
 from wsol.data.datasets import ImageCheckReport, WSOLDataset, check_images
-from wsol.data.metadata import MaskAnnotation, Metadata, MetadataError, read_metadata, write_metadata
+from wsol.data.metadata import (
+    MaskAnnotation,
+    Metadata,
+    MetadataError,
+    read_metadata,
+    write_metadata,
+)
 from wsol.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -86,7 +86,8 @@ def _cub_lines(path: Path, nfields: int, form: str) -> Iterator[tuple[int, list[
             yield lineno, fields
 
 
-def _id_map(path: Path, nfields: int, form: str, wanted: set[str]) -> dict[str, tuple[int, list[str]]]:
+def _id_map(path: Path, nfields: int, form: str,
+            wanted: set[str]) -> dict[str, tuple[int, list[str]]]:
     out: dict[str, tuple[int, list[str]]] = {}
     for lineno, fields in _cub_lines(path, nfields, form):
         if fields[0] not in wanted:
@@ -97,7 +98,7 @@ def _id_map(path: Path, nfields: int, form: str, wanted: set[str]) -> dict[str, 
         out[fields[0]] = (lineno, fields[1:])
     missing = [i for i in wanted if i not in out]
     if missing:
-        raise PrepareError(f"{path}: no line for image id {sorted(missing, key=_id_key)[0]} "
+        raise PrepareError(f"{path}: no line for image id {min(missing, key=_id_key)} "
                            f"({len(missing)} image(s) of images.txt missing)")
     return out
 

@@ -6,8 +6,8 @@ Every image holds one object made of
   colours. Its size, shape, texture and colours are drawn from the *same* distribution for every
   class, so the body carries no class information;
 - a **part**: a small saturated patch near one end of the body's major axis. Its hue
-  (``label / num_classes``) and shape (disk, square, triangle, diamond, cross, ring, cycled by
-  label) identify the class.
+  (red, green, blue, yellow, cyan, magenta for up to 6 classes, else ``label / C``) and shape
+  (disk, square, triangle, diamond, cross, ring, cycled by label) identify the class.
 
 on a smooth, muted, random background with 3-6 muted distractor shapes (drawn from the same
 shapes as the parts, so only colour *and* context identify a part). A classifier only needs the
@@ -16,7 +16,7 @@ the whole object: the partial-activation problem CREAM and B-CAM address, in min
 
 Geometry: the body's semi-major axis is ``U(0.22, 0.42) * min(W, H)`` (minor axis
 ``U(0.45, 0.75)`` times that), at a uniform random angle and position (the whole object stays
-inside the image); the part radius is ``U(0.26, 0.34)`` times the semi-major axis. Half of the
+inside the image); the part radius is ``U(0.32, 0.40)`` times the semi-major axis. Half of the
 images are ``S x S`` (``S = image_size``); the other half have one side shortened to
 ``round(S * U(0.65, 0.9))`` (width or height at random), so box rescaling to a square input is
 exercised.
@@ -38,9 +38,15 @@ Layout under ``<out>``::
 Image ids are relative to ``<out>/images``, mask paths to ``<out>/masks`` (the OpenImages
 convention: use ``image_root=<out>/images``, ``mask_root=<out>/masks``).
 
-Determinism: image ``k`` of class ``c`` in split ``s`` is drawn from
+Determinism: image ``k`` of class ``c`` in split ``s`` (0 train, 1 val, 2 test) is drawn from
 ``numpy.random.default_rng([seed, s, c, k])`` alone, so the same seed gives byte-identical
 files, and changing one split's size leaves the other images unchanged.
+
+Measured with the defaults (4 classes, 100/10/25 per class, 96 px; generation ~2-3 s): tiny_cnn
+(width 16) trained 12 epochs with SGD (lr 0.02, resize 108 -> crop 96 -> flip) reaches 100 %
+test accuracy; its min-max-normalized CAM averages 0.78 on the part, 0.42 on the rest of the body
+and 0.29 on the background, and the largest-contour CAM box reaches IoU >= 0.5 on only ~6 % of
+the test images at the best threshold: CAM finds the part, not the object.
 """
 
 from __future__ import annotations
@@ -82,7 +88,15 @@ class Sample:
     box: tuple[int, int, int, int]
 
 
+#: Hues of the first classes when there are at most six: red, green, blue, yellow, cyan, magenta
+#: (the RGB primaries and secondaries, far apart in RGB); more classes use ``label / C``.
+PRIMARY_HUES = (0.0, 1 / 3, 2 / 3, 1 / 6, 1 / 2, 5 / 6)
+
+
 def class_hue(label: int, num_classes: int) -> float:
+    """The hue of class ``label``'s part (HSV, in [0, 1))."""
+    if num_classes <= len(PRIMARY_HUES):
+        return PRIMARY_HUES[label]
     return label / num_classes
 
 
@@ -128,7 +142,7 @@ def _image_size(rng: np.random.Generator, size: int) -> tuple[int, int]:
     """``(W, H)``: square half the time, else one side shortened to ``S * U(0.65, 0.9)``."""
     if rng.random() < 0.5:
         return size, size
-    short = int(round(size * rng.uniform(0.65, 0.9)))
+    short = round(size * rng.uniform(0.65, 0.9))
     return (size, short) if rng.random() < 0.5 else (short, size)
 
 
@@ -139,8 +153,9 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int,
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     side = min(w, h)
 
-    # Background: muted base colour + low-frequency colour noise.
-    grid = rng.normal(0.0, 0.12, size=(5, 5, 3)).astype(np.float32)
+    # Background: muted base colour + low-frequency (mostly luminance) noise.
+    grid = (rng.normal(0.0, 0.12, size=(5, 5, 1))  # mostly luminance, a little chroma
+            + rng.normal(0.0, 0.04, size=(5, 5, 3))).astype(np.float32)
     img = _muted(rng)[None, None, :] + cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
     # Distractors: muted shapes of every part shape, same distribution for all classes.
@@ -154,7 +169,7 @@ def render_sample(rng: np.random.Generator, label: int, num_classes: int,
     angle = rng.uniform(0.0, np.pi)
     end = 1.0 if rng.random() < 0.5 else -1.0  # which end of the major axis carries the part
     a_frac, b_ratio = rng.uniform(0.22, 0.42), rng.uniform(0.45, 0.75)
-    r_ratio, part_angle = rng.uniform(0.26, 0.34), rng.uniform(-0.3, 0.3)
+    r_ratio, part_angle = rng.uniform(0.32, 0.40), rng.uniform(-0.3, 0.3)
     wave = (rng.uniform(0.0, 0.07), rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.05),
             rng.uniform(0, 2 * np.pi))
     while True:
@@ -217,7 +232,7 @@ def _jpeg(image: np.ndarray) -> bytes:
 _GENERATED = ("images", "masks", "metadata", "metadata_masks")
 
 
-def make_synthetic(out: str | os.PathLike, *, num_classes: int = 4, train_per_class: int = 60,
+def make_synthetic(out: str | os.PathLike, *, num_classes: int = 4, train_per_class: int = 100,
                    val_per_class: int = 10, test_per_class: int = 25, image_size: int = 96,
                    seed: int = 0, force: bool = False) -> dict[str, Metadata]:
     """Generate the dataset under ``out`` (layout in the module docstring).

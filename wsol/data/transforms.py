@@ -102,7 +102,7 @@ def to_tensor(img: Image.Image) -> Tensor:
 
 
 class Normalize:
-    """``x_k <- (x_k - mean_k) / std_k`` per channel of a ``(3, H, W)`` or ``(B, 3, H, W)`` tensor."""
+    """``x_k <- (x_k - mean_k) / std_k`` per channel of (3, H, W) or (B, 3, H, W) tensors."""
 
     def __init__(self, *, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
