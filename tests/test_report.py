@@ -114,7 +114,7 @@ def test_report_page(tmp_path, two_runs, capsys):
 
 
 def test_report_without_data_or_results(tmp_path):
-    images, metadata = _make_data(tmp_path / "data")
+    _, metadata = _make_data(tmp_path / "data")
     run = _make_run(tmp_path / "run", "cam", tmp_path / "missing", metadata, 50.0,
                     with_results=False)
     out = tmp_path / "r.html"

@@ -11,11 +11,14 @@ from PIL import Image
 
 from wsol.viz import colorize_map, draw_box, draw_label, overlay_map, render_overlay
 from wsol.viz._figure import figure_png, save_png
-from wsol.viz.curves import BoxAccCurves, plot_box_acc_curves, plot_pr_curves, \
-    pr_curve_from_results
+from wsol.viz.curves import BoxAccCurves, plot_box_acc_curves, plot_pr_curves, pr_curve_from_results
 from wsol.viz.grid import plot_method_grid
-from wsol.viz.histograms import ActivationHistograms, activation_histograms, boxes_to_mask, \
-    plot_activation_histograms
+from wsol.viz.histograms import (
+    ActivationHistograms,
+    activation_histograms,
+    boxes_to_mask,
+    plot_activation_histograms,
+)
 
 
 def _png_array(png: bytes) -> np.ndarray:

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {"localize": ("wsol.localize", None),
          "LocalizationResult": ("wsol.localize", "LocalizationResult")}
 
-__all__ = ["__version__", "localize", "LocalizationResult"]
+__all__ = ["LocalizationResult", "__version__", "localize"]
 
 
 def __getattr__(name: str) -> Any:

@@ -191,7 +191,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
             full = cv2.resize(maps[k], (w0, h0), interpolation=cv2.INTER_LINEAR)
             cls, score = int(result.classes[k]), float(result.scores[k])
             name = _class_name(cls, settings.class_names)
-            label = f"{cls if name is None else name} {score:.2f}"
+            label = f"{name or f'class {cls}'} {score:.2f}"
             vis = render_overlay(array, full, boxes=[boxes[k]], label=label)
             ok, png = cv2.imencode(".png", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
             if not ok:  # pragma: no cover - cv2 failure

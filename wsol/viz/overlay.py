@@ -73,7 +73,7 @@ def _box_ints(box: Sequence[float]) -> tuple[int, int, int, int]:
     values = [float(v) for v in box]
     if len(values) != 4:
         raise ValueError(f"a box needs 4 values (x0, y0, x1, y1), got {list(box)!r}")
-    x0, y0, x1, y1 = (int(round(v)) for v in values)
+    x0, y0, x1, y1 = (round(v) for v in values)
     if x1 < x0 or y1 < y0:
         raise ValueError(f"box {tuple(values)} has x1 < x0 or y1 < y0")
     return x0, y0, x1, y1

@@ -230,8 +230,12 @@ def training_curves_figure(runs: Sequence[RunSummary]):
 def report_sections(runs: Sequence[RunSummary]) -> list[Section]:
     """The curve, histogram and training-curve sections for ``runs`` (figures as PNG)."""
     from wsol.viz._figure import figure_png
-    from wsol.viz.curves import BoxAccCurves, plot_box_acc_curves, plot_pr_curves, \
-        pr_curve_from_results
+    from wsol.viz.curves import (
+        BoxAccCurves,
+        plot_box_acc_curves,
+        plot_pr_curves,
+        pr_curve_from_results,
+    )
     from wsol.viz.histograms import ActivationHistograms, plot_activation_histograms
 
     sections = []
