@@ -59,21 +59,20 @@ def test_box_conversions_by_hand_and_roundtrip():
 
 # ----------------------------------------------------------------------------- pseudo boxes
 def test_pseudo_boxes_from_maps_in_original_pixels():
-    pytest.importorskip("wsol.localization", reason="wsol.localization is not there yet")
-    from wsol import localization
-
-    if not hasattr(localization, "boxes_from_maps"):
-        pytest.skip("wsol.localization.boxes_from_maps is not there yet")
     maps = torch.zeros(3, 448, 448)
-    maps[0, 100:200, 50:150] = 1.0                               # box (50, 100, 149, 199) at 448
+    maps[0, 100:200, 50:150] = 1.0          # protocol box at 448: (50, 100, 150, 200) (x1 = x + w)
     maps[1, 10:20, 10:20] = 1.0
     maps[1, 300:400, 200:420] = 0.9                              # the larger contour wins
     sizes = torch.tensor([[224, 896], [448, 448], [100, 100]])  # (H0, W0); map 2 is blank
     boxes = pseudo_boxes_from_maps(maps, 0.5, sizes)
-    # x: r = 896 / 448 = 2 -> [50 * 2, 150 * 2 - 1]; y: r = 1/2 -> [100 / 2, ceil(200 / 2) - 1].
-    assert boxes[0].tolist() == [100, 50, 299, 99]
-    assert boxes[1].tolist() == [200, 300, 419, 399]
+    # int(x * W0 / W): x scales by 896 / 448 = 2, y by 224 / 448 = 1/2.
+    assert boxes[0].tolist() == [100, 50, 300, 100]
+    assert boxes[1].tolist() == [200, 300, 420, 400]
     assert boxes[2].tolist() == [0, 0, 0, 0]
+    # The same object drawn in the original image gives the same (metadata-style) box there.
+    original = torch.zeros(1, 224, 896)
+    original[0, 50:100, 100:300] = 1.0
+    assert pseudo_boxes_from_maps(original, 0.5, [[224, 896]])[0].tolist() == [100, 50, 300, 100]
     with pytest.raises(ValueError, match="threshold"):
         pseudo_boxes_from_maps(maps, 1.0, sizes)
     with pytest.raises(ValueError, match="original_sizes"):

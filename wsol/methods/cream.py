@@ -246,8 +246,9 @@ def em_reactivation(features: Tensor, mu_init: Tensor, scale: float = 8.0, itera
         raise ValueError(f"mu_init must have shape ({bsz}, 2, {dim}), got {tuple(mu_init.shape)}")
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     feats = features.to(dtype)
-    unit = _normalize_rows(feats, dim=1)                        # (B, D, N), normalized once
-    m_step_feats = feats if feature_normalization == "none" else unit
+    # cos(f_i, mu_k) = (mu_k / |mu_k|) . f_i / |f_i|: only the per-pixel norms are computed, the
+    # (B, D, N) features are never copied or normalized.
+    inv_norm = feats.norm(dim=1).clamp_min(_EPS).reciprocal().unsqueeze(1)     # (B, 1, N)
     mu = mu_init.to(device=feats.device, dtype=dtype)
     if pi_init is None:
         pi = feats.new_full((bsz, 2), 0.5)
@@ -258,13 +259,14 @@ def em_reactivation(features: Tensor, mu_init: Tensor, scale: float = 8.0, itera
     tiny = torch.finfo(dtype).tiny
     z = feats.new_empty(bsz, 2, npix)
     for _ in range(iterations):
-        # E-step (Eq.8): (B, 2, D) @ (B, D, N) -> (B, 2, N) cosines.
-        logits = torch.bmm(_normalize_rows(mu, dim=2), unit).mul_(scale)
+        # E-step (Eq.8): (B, 2, D) @ (B, D, N) -> (B, 2, N) cosines, times s, plus log pi.
+        logits = torch.bmm(_normalize_rows(mu, dim=2), feats).mul_(inv_norm).mul_(scale)
         logits.add_(pi.clamp_min(tiny).log().unsqueeze(2))
         z = torch.softmax(logits, dim=1)
-        # M-step (Eq.9): (B, 2, N) @ (B, N, D) -> (B, 2, D).
-        n_k = z.sum(dim=2)                                      # (B, 2)
-        mu = torch.bmm(z, m_step_feats.transpose(1, 2)) / n_k.clamp_min(_EPS).unsqueeze(2)
+        # M-step (Eq.9): (B, 2, N) @ (B, N, D) -> (B, 2, D); "l2" averages f_i / |f_i|.
+        n_k = z.sum(dim=2)                                                      # (B, 2)
+        weights = z if feature_normalization == "none" else z * inv_norm
+        mu = torch.bmm(weights, feats.transpose(1, 2)) / n_k.clamp_min(_EPS).unsqueeze(2)
         pi = n_k / npix
     return z, mu, pi
 

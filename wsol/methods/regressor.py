@@ -118,26 +118,34 @@ def pseudo_boxes_from_maps(maps: Tensor, threshold: float,
         original_sizes: ``(B, 2)`` original ``(H0, W0)`` of each image.
 
     Returns:
-        ``(B, 4)`` int64 inclusive ``(x0, y0, x1, y1)`` in original pixels: the wsolevaluation
-        box at threshold ``t`` (``u = uint8(255 map)``, foreground ``u > int(t max u)``, bounding
-        rectangle of the largest contour; ``(0, 0, 0, 0)`` for a blank map), computed by
-        :func:`wsol.localization.boxes_from_maps`, then mapped to the original image by
-        :func:`wsol.localize.scale_boxes` (pixel ``u`` covers ``[u r, (u + 1) r)``).
+        ``(B, 4)`` int64 ``(x0, y0, x1, y1)`` in original pixels. Each map's box is the
+        wsolevaluation box at threshold ``t`` with the largest contour only
+        (:func:`wsol.localization.boxes_from_map` with ``multi_contour=False``:
+        ``u = uint8(255 map)``, foreground ``u > int(t max u)``, ``(x, y, min(x + w, W - 1),
+        min(y + h, H - 1))`` of the largest contour's bounding rectangle, ``(0, 0, 0, 0)`` for a
+        blank map). That is the convention of the metadata's ground-truth boxes (``x1 = x + w``
+        clipped), so the box is rescaled the way the protocol rescales those:
+        ``int(x * W0 / W)`` per coordinate (wsolevaluation's ``resize_bbox``,
+        :func:`wsol.localization.resize_boxes`). A map that covers exactly the object's pixels
+        thus gives the object's metadata-style box, up to the truncation.
     """
-    from wsol.localization import boxes_from_maps
-    from wsol.localize import scale_boxes
+    from wsol.localization import boxes_from_map, resize_boxes
 
     if maps.ndim != 3:
         raise ValueError(f"maps must be (B, H, W), got {tuple(maps.shape)}")
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    sizes = torch.as_tensor(original_sizes)
-    if sizes.shape != (maps.shape[0], 2):
-        raise ValueError(f"original_sizes must be ({maps.shape[0]}, 2) (H, W) pairs, got shape "
-                         f"{tuple(sizes.shape)}")
-    boxes = boxes_from_maps(maps, threshold)
-    boxes = torch.as_tensor(boxes).reshape(maps.shape[0], 4)
-    return scale_boxes(boxes.cpu(), tuple(maps.shape[1:]), sizes.cpu())
+    sizes = torch.as_tensor(original_sizes).long().cpu()
+    if sizes.shape != (maps.shape[0], 2) or (sizes <= 0).any():
+        raise ValueError(f"original_sizes must be ({maps.shape[0]}, 2) positive (H, W) pairs, "
+                         f"got shape {tuple(sizes.shape)}")
+    height, width = maps.shape[1:]
+    out = torch.empty(maps.shape[0], 4, dtype=torch.long)
+    for b, scoremap in enumerate(maps.detach().float().cpu()):
+        box = boxes_from_map(scoremap, [threshold], multi_contour=False)[0][0]
+        h0, w0 = (int(v) for v in sizes[b])
+        out[b] = torch.from_numpy(resize_boxes(box, (width, height), (w0, h0)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
