@@ -126,6 +126,23 @@ def test_no_tensor_growth_in_a_loop(color_cam):
     assert live_tensors() <= before
 
 
+@pytest.mark.parametrize("name", ["cam", "cream", "bcam"])
+def test_every_method_localizes(name):
+    from wsol.config import load_config
+    from wsol.engine.build import build_from_config
+
+    config = load_config(overrides=["model.name=tiny_cnn", "model.width=4", f"method.name={name}"])
+    torch.manual_seed(0)
+    method = build_from_config(config, num_classes=3, pretrained=False)
+    result = localize(method, torch.randn(3, 3, 48, 64), classes=torch.tensor([0, 1, 2]))
+    assert result.maps.shape == (3, 48, 64) and not result.maps.requires_grad
+    assert float(result.maps.min()) >= 0.0 and float(result.maps.max()) <= 1.0
+    x0, y0, x1, y1 = result.boxes.T
+    assert bool(((0 <= x0) & (x0 <= x1) & (x1 <= 63) & (0 <= y0) & (y0 <= y1) & (y1 <= 47)).all())
+    assert result.classes.tolist() == [0, 1, 2]
+    assert all(p.grad is None for p in method.parameters())
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"images": torch.zeros(3, 32, 32)}, r"\(B, 3, H, W\)"),
     ({"images": torch.zeros(1, 3, 8, 8, dtype=torch.uint8)}, "float"),
