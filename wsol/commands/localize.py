@@ -133,14 +133,30 @@ def _batches(items: list[ImageItem], size: int):
         yield items[start:start + size]
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    from wsol.utils.io import atomic_write
-
-    atomic_write(path, lambda f: f.write(data))
-
-
 def _class_name(index: int, names: list[str] | None) -> str | None:
     return names[index] if names and index < len(names) else None
+
+
+def _write_image_outputs(out_dir: Path, name: str, image, score_map, box: list[int],
+                         label: str) -> dict[str, str]:
+    """``overlays/<name>.png`` (map resized bilinearly to the image, box, label) and
+    ``maps/<name>.npy`` (that resized map, float16); returns their paths relative to out_dir."""
+    import cv2
+    import numpy as np
+
+    from wsol.utils.io import atomic_write
+    from wsol.viz.overlay import render_overlay
+
+    h0, w0 = image.shape[:2]
+    full = cv2.resize(score_map, (w0, h0), interpolation=cv2.INTER_LINEAR)
+    vis = render_overlay(image, full, boxes=[box], label=label)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 failure
+        raise RuntimeError(f"could not encode the overlay of {name}")
+    files = {"overlay": f"overlays/{name}.png", "map": f"maps/{name}.npy"}
+    atomic_write(out_dir / files["overlay"], lambda f: f.write(png.tobytes()))
+    atomic_write(out_dir / files["map"], lambda f: np.save(f, full.astype(np.float16)))
+    return files
 
 
 def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
@@ -149,14 +165,12 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
 
     Returns the records for ``boxes.json`` (not written here) and the skipped files.
     """
-    import cv2
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from wsol.data.transforms import EvalTransform, ImageLoadError, load_image
     from wsol.localize import localize, scale_boxes
-    from wsol.viz.overlay import render_overlay
 
     backbone = method.backbone
     transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
@@ -187,23 +201,14 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
         boxes = scale_boxes(result.boxes.cpu(), tuple(result.maps.shape[1:]), sizes).tolist()
         maps = result.maps.float().cpu().numpy()
         for k, (item, array) in enumerate(loaded):
-            h0, w0 = array.shape[:2]
-            full = cv2.resize(maps[k], (w0, h0), interpolation=cv2.INTER_LINEAR)
             cls, score = int(result.classes[k]), float(result.scores[k])
-            name = _class_name(cls, settings.class_names)
-            label = f"{name or f'class {cls}'} {score:.2f}"
-            vis = render_overlay(array, full, boxes=[boxes[k]], label=label)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
-            if not ok:  # pragma: no cover - cv2 failure
-                raise RuntimeError(f"could not encode the overlay of {item.path}")
-            overlay_rel, map_rel = f"overlays/{item.name}.png", f"maps/{item.name}.npy"
-            _write_bytes(out_dir / overlay_rel, png.tobytes())
-            buf = io.BytesIO()
-            np.save(buf, full.astype(np.float16))
-            _write_bytes(out_dir / map_rel, buf.getvalue())
+            class_name = _class_name(cls, settings.class_names)
+            label = f"{class_name or f'class {cls}'} {score:.2f}"
+            files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k], label)
             report.records.append({
-                "image": str(item.path), "name": item.name, "width": w0, "height": h0,
-                "class": cls, "class_name": name, "score": score, "box": boxes[k], "overlay": overlay_rel, "map": map_rel,
+                "image": str(item.path), "name": item.name, "width": array.shape[1],
+                "height": array.shape[0], "class": cls, "class_name": class_name,
+                "score": score, "box": boxes[k], **files,
             })
         bar.update(len(loaded))
         del result, maps
