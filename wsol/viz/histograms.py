@@ -8,8 +8,9 @@ its GT boxes, or a GT mask), the two histograms count
 
 over all images (the last bin also holds M_i = 1). CAM's fg and bg mass overlap at low
 activations (the "mixup" that makes the threshold hard to choose); CREAM separates them.
-Counting runs on the maps' device; only the ``bins``-long count vectors leave it, and
-histograms of several batches add up (``h1 + h2``).
+Counting runs on the maps' device with the evaluator's binning
+(:func:`wsol.metrics.histograms.score_bins`); only the count vectors leave it, and histograms of
+several batches add up (``h1 + h2``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from wsol.metrics.histograms import bin_edges, score_bins
 from wsol.viz._figure import new_figure
 
 
@@ -120,13 +122,12 @@ def activation_histograms(maps: Tensor, boxes: Sequence[Sequence[Sequence[float]
                                 for b in boxes])
     elif fg_masks.shape != maps.shape:
         raise ValueError(f"fg_masks shape {tuple(fg_masks.shape)} != maps {tuple(maps.shape)}")
-    fg_masks = fg_masks.to(device=maps.device, dtype=torch.bool)
-    index = (maps.detach().float().clamp(0, 1) * bins).long().clamp_(max=bins - 1)
-    fg = torch.bincount(index[fg_masks], minlength=bins)
-    bg = torch.bincount(index[~fg_masks], minlength=bins)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    return ActivationHistograms(edges, fg.cpu().numpy().astype(np.float64),
-                                bg.cpu().numpy().astype(np.float64))
+    # The evaluator's binning (edges = thresholds + [1, 2, 3]); from_dict folds the overflow
+    # bins, so a score of exactly 1 lands in the last bin [1 - 1/bins, 1].
+    thresholds = np.linspace(0.0, 1.0, bins + 1)[:-1]
+    fg, bg = score_bins(maps.clamp(0, 1), thresholds, fg_masks.to(maps.device))
+    return ActivationHistograms.from_dict({"bins": bin_edges(thresholds), "fg": fg.numpy(),
+                                           "bg": bg.numpy()})
 
 
 def plot_activation_histograms(histograms: Mapping[str, ActivationHistograms],
