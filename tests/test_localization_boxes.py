@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsol.localization import ScoreMapError, box_iou, boxes_from_map, resize_boxes
+from wsol.localization import ScoreMapError, box_iou, boxes_from_map, boxes_from_maps, resize_boxes
 from wsol.localization.boxes import distinct_levels, level_contours, quantize_maps
 from wsol.localization.reference import reference_boxes, reference_iou
 
@@ -206,3 +206,13 @@ def test_fast_iou_equals_reference_iou():
     a = np.stack([x0, y0, x0 + rng.integers(0, 30, 40), y0 + rng.integers(0, 30, 40)], 1)
     b = a[rng.permutation(40)][:7]
     np.testing.assert_array_equal(box_iou(a, b), reference_iou(a, b))
+
+
+def test_boxes_from_maps_is_the_batched_largest_contour_box():
+    rng = np.random.default_rng(4)
+    maps = np.stack([_smooth(rng, 40, 4) for _ in range(3)] + [np.zeros((40, 40))])
+    out = boxes_from_maps(torch.from_numpy(maps), 0.37)
+    assert out.shape == (4, 4) and out.dtype == np.int64
+    for scoremap, box in zip(maps, out):
+        np.testing.assert_array_equal(box, reference_boxes(scoremap, [0.37], multi_contour=False)[0][0])
+    assert out[3].tolist() == [0, 0, 0, 0]

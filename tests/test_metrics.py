@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_localization_boxes import _blobby, _holey, _smooth
+from test_localization_boxes import _blobby, _holey, _smooth
 from wsol.data.metadata import MaskAnnotation, Metadata
 from wsol.localization import ScoreMapError
 from wsol.localization.reference import reference_histograms, reference_num_correct, reference_pxap

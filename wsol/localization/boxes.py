@@ -267,6 +267,18 @@ def boxes_from_map(scoremap: ScoreMap, thresholds: np.ndarray | list[float],
     return [per_level[i] for i in index]
 
 
+def boxes_from_maps(scoremaps: ScoreMap, threshold: float) -> np.ndarray:
+    """The largest-contour (v1) box of each ``(B, H, W)`` map at one threshold: ``(B, 4)`` int64,
+    ``(0, 0, 0, 0)`` for an empty foreground (same rule as :func:`boxes_from_map`)."""
+    if scoremaps.ndim != 3:
+        raise ScoreMapError(f"boxes_from_maps expects (B, H, W) maps, got shape {tuple(scoremaps.shape)}")
+    t = as_thresholds([threshold])
+    out = np.zeros((scoremaps.shape[0], 4), dtype=np.int64)
+    for n, img in enumerate(quantize_maps(scoremaps)):
+        out[n] = level_contours(img, threshold_levels(t, int(img.max()))).select(False)[0][0]
+    return out
+
+
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``boxes_a (Na, 4)`` with every box in ``boxes_b (Nb, 4)``: ``(Na, Nb)``.
 

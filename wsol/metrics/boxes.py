@@ -140,6 +140,7 @@ class BoxAccumulator(CountAccumulator):
         by_iou = {k: float(curves[mode][i].max()) for i, k in enumerate(keys)}
         out: dict[str, Any] = {
             "num_images": n,
+            "thresholds": self.thresholds.tolist(),
             "MaxBoxAcc": (float(curves[V1][self.iou_thresholds.index(50)].max())
                           if 50 in self.iou_thresholds else None),
             "MaxBoxAccV2": float(np.mean([curves[V2][i].max() for i in range(len(keys))])),
