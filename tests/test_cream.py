@@ -24,6 +24,15 @@ from wsol.models import create_model
 from wsol.models.base import WSOLBackbone
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class SmallBackbone(WSOLBackbone):
     """Two conv layers -> (B, 6, H/4, W/4), GAP + linear classifier."""
 

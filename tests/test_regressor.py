@@ -21,6 +21,15 @@ from wsol.methods.regressor import (
 from wsol.models import create_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rectangle_image(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
     """Black RGB image with a white rectangle on the inclusive pixels ``box``."""
     array = np.zeros((height, width, 3), dtype=np.uint8)
@@ -91,7 +100,7 @@ def test_regression_loss_by_hand():
 
 def test_box_regressor_outputs_groups_and_learns():
     torch.manual_seed(0)
-    backbone = create_model("tiny_cnn", num_classes=5, pretrained=False, width=8)
+    backbone = create_model("tiny_cnn", num_classes=5, pretrained=False, width=4)
     model = BoxRegressor(backbone, hidden=32)
     images = torch.rand(6, 3, 32, 32)
     out = model(images)
