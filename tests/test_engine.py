@@ -105,6 +105,7 @@ def test_evaluate_cli_scoremaps_match_evaluate_maps(synthetic, tmp_path):
     out2 = tmp_path / "maps.json"
     run_cli("evaluate-maps", "--scoremap-root", str(maps), "--metadata-root",
             str(synthetic / "metadata" / "test"), "--cam-curve-interval", "0.01",
+            "--image-size", "64",
             "--output", str(out2))
     res2 = json.loads(out2.read_text())
     assert res2["MaxBoxAccV2"] == pytest.approx(res["MaxBoxAccV2"], abs=1e-9)
