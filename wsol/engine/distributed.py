@@ -64,3 +64,21 @@ def init_distributed(device: str = "auto") -> torch.device:
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer of ``module`` from rank ``src`` to all ranks.
+
+    DistributedDataParallel broadcasts buffers at the start of each forward, so after the last
+    training step each rank holds BatchNorm statistics of its own last batch. Evaluation (and
+    the checkpoint, written by rank 0) must see one model: call this at the end of an epoch.
+    """
+    if not is_distributed():
+        return
+    for buf in module.buffers():
+        if dist.get_backend() == "nccl" and not buf.is_cuda:
+            tmp = buf.cuda()
+            dist.broadcast(tmp, src)
+            buf.copy_(tmp.cpu())
+        else:
+            dist.broadcast(buf, src)

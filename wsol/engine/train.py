@@ -238,6 +238,7 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
             if main and progress:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         scheduler.step()
+        dist_utils.broadcast_buffers(method)  # one model on every rank for eval and checkpoint
         dist_utils.all_reduce_sum(loss_sum)
         dist_utils.all_reduce_sum(stats)
         row = {"epoch": epoch + 1, "lr": lr,
