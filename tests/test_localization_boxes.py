@@ -216,3 +216,16 @@ def test_boxes_from_maps_is_the_batched_largest_contour_box():
     for scoremap, box in zip(maps, out):
         np.testing.assert_array_equal(box, reference_boxes(scoremap, [0.37], multi_contour=False)[0][0])
     assert out[3].tolist() == [0, 0, 0, 0]
+
+
+def test_invalid_tensor_maps_are_reported_with_their_batch_index():
+    maps = torch.zeros(3, 8, 8)
+    maps[2, 1, 1] = float("nan")
+    with pytest.raises(ScoreMapError, match="batch index 2 has NaN") as info:
+        quantize_maps(maps)
+    assert info.value.index == 2
+    maps[2, 1, 1] = -0.5
+    with pytest.raises(ScoreMapError, match="batch index 2 has values outside"):
+        quantize_maps(maps)
+    with pytest.raises(ScoreMapError, match="float32 or float64"):
+        quantize_maps(torch.zeros(2, 8, 8, dtype=torch.int64))

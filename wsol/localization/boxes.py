@@ -60,21 +60,23 @@ class ScoreMapError(ValueError):
 def check_scoremaps(maps: ScoreMap) -> None:
     """The reference's ``check_scoremap_validity`` for ``(H, W)`` or ``(B, H, W)`` maps: float32 or
     float64, no NaN, values in [0, 1]; raises :class:`ScoreMapError` naming the batch index."""
+    # min / max propagate NaN, so two reductions find both problems.
     if isinstance(maps, torch.Tensor):
         if not maps.is_floating_point():
             raise ScoreMapError(f"score maps must be float32 or float64, got {maps.dtype}")
         with torch.no_grad():
             flat = maps.detach().reshape(-1, maps.shape[-2] * maps.shape[-1])
-            has_nan = torch.isnan(flat).any(dim=1).cpu().numpy()
-            out_of_range = ((flat < 0) | (flat > 1)).any(dim=1).cpu().numpy()
+            lo, hi = torch.aminmax(flat, dim=1)
+            lo, hi = lo.cpu().numpy(), hi.cpu().numpy()
     elif isinstance(maps, np.ndarray):
         if maps.dtype not in (np.float32, np.float64):
             raise ScoreMapError(f"score maps must be float32 or float64, got {maps.dtype}")
         flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
-        has_nan = np.isnan(flat).any(axis=1)
-        out_of_range = ((flat < 0) | (flat > 1)).any(axis=1)
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
     else:
         raise TypeError(f"score maps must be a numpy.ndarray or torch.Tensor, got {type(maps).__name__}")
+    has_nan = np.isnan(lo) | np.isnan(hi)
+    out_of_range = ~has_nan & ((lo < 0) | (hi > 1))
     for what, flags in (("NaN", has_nan), ("values outside [0, 1]", out_of_range)):
         bad = np.flatnonzero(flags)
         if bad.size:
@@ -197,17 +199,18 @@ def level_contours(img: np.ndarray, levels: np.ndarray) -> LevelContours:
     x0 = np.searchsorted(np.maximum.accumulate(col_max), levels, side="right")
     x1 = width - np.searchsorted(np.maximum.accumulate(col_max[::-1]), levels, side="right")
     contours: list[np.ndarray] = []
-    counts = np.zeros(len(levels), dtype=np.int64)
+    counts: list[int] = []
     find, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
     threshold, binary = cv2.threshold, cv2.THRESH_BINARY
-    for i, (level, r0, r1, c0, c1) in enumerate(
-            zip(levels.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist())):
+    for level, r0, r1, c0, c1 in zip(levels.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist()):
         if r0 >= r1:
-            continue  # empty foreground
-        # img > level; an integer threshold, so exact.
+            counts.append(0)  # empty foreground
+            continue
+        # img > level on the crop; an integer threshold, so exact.
         found = find(threshold(img[r0:r1, c0:c1], level, 1, binary)[1], tree, simple)[-2]
-        counts[i] = len(found)
-        contours.extend(found)
+        counts.append(len(found))
+        contours += found
+    counts = np.asarray(counts, dtype=np.int64)
     if not contours:
         return LevelContours(np.zeros((0, 4), np.int64), np.zeros(0, np.int64), counts)
     lengths = np.fromiter(map(len, contours), dtype=np.int64, count=len(contours))
