@@ -33,11 +33,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsol.data.metadata import read_metadata  # noqa: E402
-from wsol.localization.reference import reference_num_correct  # noqa: E402
-from wsol.metrics import BoxAccumulator  # noqa: E402
-from wsol.metrics.boxes import V2  # noqa: E402
-from wsol.metrics.evaluator import gt_boxes_in_eval_geometry  # noqa: E402
+from wsol.data.metadata import read_metadata
+from wsol.localization.reference import reference_num_correct
+from wsol.metrics import BoxAccumulator
+from wsol.metrics.boxes import V2
+from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
 
 IOUS = (30, 50, 70)
 
@@ -50,17 +50,20 @@ def _timed(fn):
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixtures", default=str(REPO.parent / "shared" / "fixtures" / "metric-parity" / "boxes"))
+    parser.add_argument("--fixtures",
+                        default=str(REPO.parent / "shared" / "fixtures" / "metric-parity"
+                                    / "boxes"))
     parser.add_argument("--interval", type=float, default=0.001)
-    parser.add_argument("--repeats", type=int, default=3, help="fast-path repeats (the best is kept)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fast-path repeats (the best is kept)")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "evaluator.json"))
     args = parser.parse_args(argv)
 
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)  # findContours is single-threaded anyway; keep the comparison fair
     load_before = os.getloadavg()
 
-    slow, slow_wall, slow_cpu = _timed(lambda: reference_num_correct(list(maps), gts, thresholds, IOUS, True))
+    slow, slow_wall, slow_cpu = _timed(
+        lambda: reference_num_correct(list(maps), gts, thresholds, IOUS, True))
 
     def fast_pass():
         acc = BoxAccumulator(thresholds, IOUS, multi_contour=True)
@@ -88,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     fast_wall = min(r[1] for r in runs)
     fast_cpu = min(r[2] for r in runs)
 
-    identical = all(np.array_equal(acc.num_correct[V2, i].numpy(), slow[d]) for i, d in enumerate(IOUS))
+    identical = all(np.array_equal(acc.num_correct[V2, i].numpy(), slow[d])
+                    for i, d in enumerate(IOUS))
     reference = json.loads((root / "reference.json").read_text())
     ref = [r for r in reference["results"]
            if r["cam_curve_interval"] == args.interval and r["multi_contour_eval"]]
-    matches_reference = (bool(ref) and all(acc.num_correct[V2, i].tolist() == ref[0]["num_correct"][str(d)]
-                                           for i, d in enumerate(IOUS)))
+    matches_reference = bool(ref) and all(
+        acc.num_correct[V2, i].tolist() == ref[0]["num_correct"][str(d)]
+        for i, d in enumerate(IOUS))
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_commit": _git_commit(),
@@ -108,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
-        "setting": {"images": n, "map_size": list(maps.shape[1:]), "cam_curve_interval": args.interval,
-                    "thresholds": len(thresholds), "iou_thresholds": list(IOUS), "multi_contour": True},
-        "slow_reference_path": {"ms_per_image_wall": 1000 * slow_wall / n, "ms_per_image_cpu": 1000 * slow_cpu / n},
-        "fast_path": {"ms_per_image_wall": 1000 * fast_wall / n, "ms_per_image_cpu": 1000 * fast_cpu / n,
-                      "repeats": len(runs), "note": "best of the repeats; v1 and v2 counted in the same pass"},
+        "setting": {"images": n, "map_size": list(maps.shape[1:]),
+                    "cam_curve_interval": args.interval, "thresholds": len(thresholds),
+                    "iou_thresholds": list(IOUS), "multi_contour": True},
+        "slow_reference_path": {"ms_per_image_wall": 1000 * slow_wall / n,
+                                "ms_per_image_cpu": 1000 * slow_cpu / n},
+        "fast_path": {"ms_per_image_wall": 1000 * fast_wall / n,
+                      "ms_per_image_cpu": 1000 * fast_cpu / n, "repeats": len(runs),
+                      "note": "best of the repeats; v1 and v2 counted in the same pass"},
         "speedup_wall": slow_wall / fast_wall,
         "speedup_cpu": slow_cpu / fast_cpu,
         "identical_num_correct": identical,
@@ -122,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"slow (reference-style): {result['slow_reference_path']['ms_per_image_wall']:8.2f} ms/image wall,"
-          f" {result['slow_reference_path']['ms_per_image_cpu']:8.2f} CPU")
-    print(f"fast:                   {result['fast_path']['ms_per_image_wall']:8.2f} ms/image wall,"
-          f" {result['fast_path']['ms_per_image_cpu']:8.2f} CPU")
+    for label, key in (("slow (reference-style)", "slow_reference_path"), ("fast", "fast_path")):
+        print(f"{label:<22}: {result[key]['ms_per_image_wall']:8.2f} ms/image wall,"
+              f" {result[key]['ms_per_image_cpu']:8.2f} CPU")
     print(f"speedup {result['speedup_wall']:.1f}x wall, {result['speedup_cpu']:.1f}x CPU;"
           f" identical counts: {identical}; equal to reference.json: {matches_reference}")
     print(f"wrote {out}")

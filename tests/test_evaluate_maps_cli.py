@@ -1,4 +1,4 @@
-"""``python -m wsol evaluate-maps`` as a real process on the parity fixtures written to .npy files."""
+"""``python -m wsol evaluate-maps`` as a real process on the parity fixtures, written as .npy."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _wsol(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "wsol", "evaluate-maps", *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def _write_maps(npz_path: Path, root: Path) -> list[str]:
@@ -36,7 +38,8 @@ def boxes(tmp_path_factory):
     maps = tmp_path_factory.mktemp("boxmaps")
     _write_maps(root / "scoremaps.npz", maps)
     reference = json.loads((root / "reference.json").read_text())["results"]
-    labels = dict(line.split(",") for line in (root / "metadata/test/class_labels.txt").read_text().split())
+    lines = (root / "metadata" / "test" / "class_labels.txt").read_text().split()
+    labels = dict(line.split(",") for line in lines)
     return root, maps, reference, {k: int(v) for k, v in labels.items()}
 
 
@@ -51,7 +54,8 @@ def test_boxes_v2_with_top1_predictions(boxes, tmp_path):
     assert "MaxBoxAccV2" in proc.stdout and "53.056" in proc.stdout
     res = json.loads(out.read_text())
     (ref,) = [r for r in reference if r["cam_curve_interval"] == 0.01 and r["multi_contour_eval"]]
-    (ref_v1,) = [r for r in reference if r["cam_curve_interval"] == 0.01 and not r["multi_contour_eval"]]
+    (ref_v1,) = [r for r in reference
+                 if r["cam_curve_interval"] == 0.01 and not r["multi_contour_eval"]]
     assert res["MaxBoxAccV2"] == ref["MaxBoxAccV2"]
     assert res["MaxBoxAcc"] == ref_v1["MaxBoxAcc"]
     assert res["max_box_acc_by_iou"] == ref["max_box_acc"]
@@ -68,7 +72,8 @@ def test_boxes_v2_with_top1_predictions(boxes, tmp_path):
 def test_boxes_v1_with_top5_only_predictions(boxes, tmp_path):
     root, maps, reference, labels = boxes
     preds = tmp_path / "preds.csv"  # the GT class fifth: Top-1 Loc 0, Top-5 Loc = GT-known
-    preds.write_text("".join(f"{i},{c + 1},{c + 2},{c + 3},{c + 4},{c}\n" for i, c in labels.items()))
+    preds.write_text("".join(f"{i},{c + 1},{c + 2},{c + 3},{c + 4},{c}\n"
+                             for i, c in labels.items()))
     out = tmp_path / "v1.json"
     out.write_text("old")
     proc = _wsol("--scoremap-root", maps, "--metadata-root", root / "metadata" / "test",
@@ -76,7 +81,8 @@ def test_boxes_v1_with_top5_only_predictions(boxes, tmp_path):
                  "--output", out, "--force")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
-    (ref,) = [r for r in reference if r["cam_curve_interval"] == 0.01 and not r["multi_contour_eval"]]
+    (ref,) = [r for r in reference
+              if r["cam_curve_interval"] == 0.01 and not r["multi_contour_eval"]]
     assert res["max_box_acc_by_iou"] == ref["max_box_acc"]
     assert res["MaxBoxAcc"] == ref["MaxBoxAcc"] and res["settings"]["multi_contour"] is False
     for delta, counts in ref["num_correct"].items():
@@ -99,7 +105,7 @@ def test_masks(shared, tmp_path):
 
 
 def test_bad_maps_are_named_and_nothing_is_written(boxes, tmp_path):
-    root, maps, _, labels = boxes
+    root, maps, _, _ = boxes
     bad = tmp_path / "maps"
     ids = _write_maps(root / "scoremaps.npz", bad)
     nan_map = np.load(bad / f"{ids[3]}.npy")

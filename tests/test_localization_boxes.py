@@ -17,7 +17,8 @@ from wsol.localization.reference import reference_boxes, reference_iou
 
 def test_iou_reference_cases():
     # Inclusive pixels: A = 5x5 = 25, B = 2x5 = 10, A∩B = x 3..4 (2) by y 2..5 (4) = 8 -> 8/27.
-    assert box_iou(np.array([[1, 2, 5, 6]]), np.array([[3, 1, 4, 5]]))[0, 0] == pytest.approx(8 / 27)
+    iou = box_iou(np.array([[1, 2, 5, 6]]), np.array([[3, 1, 4, 5]]))
+    assert iou[0, 0] == pytest.approx(8 / 27)
     assert box_iou(np.zeros((1, 4), int), np.zeros((1, 4), int))[0, 0] == 1.0
     with pytest.raises(ValueError, match="x0 <= x1"):
         box_iou(np.array([[5, 0, 4, 3]]), np.array([[0, 0, 1, 1]]))
@@ -136,8 +137,8 @@ def test_contour_area_is_cv2_contour_area():
     rng = np.random.default_rng(1)
     img = (rng.random((30, 30)) * 255).astype(np.uint8)
     table = level_contours(img, np.array([100, 200]))
-    contours = [*cv2.findContours((img > 100).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2],
-                *cv2.findContours((img > 200).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]]
+    contours = [c for level in (100, 200) for c in cv2.findContours(
+        (img > level).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]]
     assert len(contours) == len(table.area2) > 20
     np.testing.assert_array_equal(table.area2 / 2, [cv2.contourArea(c) for c in contours])
 
@@ -157,7 +158,8 @@ def _blobby(rng, size):
     for _ in range(rng.integers(1, 6)):
         cy, cx = rng.uniform(0, size, 2)
         sy, sx = rng.uniform(2, size / 4, 2)
-        out += rng.uniform(0.2, 1) * np.exp(-((yy - cy) ** 2 / (2 * sy ** 2) + (xx - cx) ** 2 / (2 * sx ** 2)))
+        d2 = (yy - cy) ** 2 / (2 * sy ** 2) + (xx - cx) ** 2 / (2 * sx ** 2)
+        out += rng.uniform(0.2, 1) * np.exp(-d2)
     out /= out.max()
     return np.round(out * rng.integers(2, 12)) / rng.integers(12, 14)  # few grey levels, plateaus
 
@@ -171,7 +173,8 @@ def _holey(rng, size):
         out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], value)
         if y1 - y0 > 4 and x1 - x0 > 4:  # punch a hole, sometimes with an island inside
             hy, hx = rng.integers(y0 + 1, y1 - 2), rng.integers(x0 + 1, x1 - 2)
-            out[hy:rng.integers(hy + 1, y1 - 1), hx:rng.integers(hx + 1, x1 - 1)] = rng.uniform(0, 0.3)
+            hy1, hx1 = rng.integers(hy + 1, y1 - 1), rng.integers(hx + 1, x1 - 1)
+            out[hy:hy1, hx:hx1] = rng.uniform(0, 0.3)
             out[hy + 1:hy + 2, hx + 1:hx + 2] = value
     ring = (np.hypot(*np.mgrid[:size, :size] - size / 2) // 3) % 2  # concentric rings: nested holes
     return np.where(rng.random() < 0.3, np.maximum(out, ring * 0.5), out)
@@ -214,7 +217,8 @@ def test_boxes_from_maps_is_the_batched_largest_contour_box():
     out = boxes_from_maps(torch.from_numpy(maps), 0.37)
     assert out.shape == (4, 4) and out.dtype == np.int64
     for scoremap, box in zip(maps, out):
-        np.testing.assert_array_equal(box, reference_boxes(scoremap, [0.37], multi_contour=False)[0][0])
+        (expected,) = reference_boxes(scoremap, [0.37], multi_contour=False)
+        np.testing.assert_array_equal(box, expected[0])
     assert out[3].tolist() == [0, 0, 0, 0]
 
 

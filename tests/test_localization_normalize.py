@@ -55,7 +55,8 @@ def test_pas_normalization():
 def test_ivr_normalization():
     x = np.arange(20, dtype=np.float64).reshape(1, 4, 5)
     # q = sorted(s)[int(0.45 * 20)] = 9; max(0, s - 9) / 10
-    np.testing.assert_allclose(normalize_maps(x, "ivr").ravel(), np.maximum(0, np.arange(20) - 9) / 10)
+    expected = np.maximum(0, np.arange(20) - 9) / 10
+    np.testing.assert_allclose(normalize_maps(x, "ivr").ravel(), expected)
     np.testing.assert_array_equal(normalize_maps(np.ones((2, 3, 3)), "ivr"), np.zeros((2, 3, 3)))
 
 
@@ -106,7 +107,8 @@ def test_masks_from_map():
     scoremap = np.array([[0.0, 0.25, 0.5], [0.75, 1.0, 0.5]])
     masks = masks_from_map(scoremap, [0.0, 0.5, 0.9])
     np.testing.assert_array_equal(masks, [scoremap >= 0.0, scoremap >= 0.5, scoremap >= 0.9])
-    np.testing.assert_array_equal(masks_from_map(torch.from_numpy(scoremap), [0.0, 0.5, 0.9]).numpy(), masks)
+    on_tensor = masks_from_map(torch.from_numpy(scoremap), [0.0, 0.5, 0.9])
+    np.testing.assert_array_equal(on_tensor.numpy(), masks)
     # Box-protocol foreground: uint8(255 s) > floor(t * 255).
     quantized = masks_from_map(scoremap, [0.5], quantized=True)
     np.testing.assert_array_equal(quantized[0], (scoremap * 255).astype(np.uint8) > 127)

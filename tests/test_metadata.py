@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from wsol.data.metadata import MaskAnnotation, Metadata, MetadataError, read_metadata, write_metadata
+from wsol.data.metadata import (
+    MaskAnnotation,
+    Metadata,
+    MetadataError,
+    read_metadata,
+    write_metadata,
+)
 
 IDS = ["a/1.jpg", "a/2.jpg", "b/3.jpg"]
 GOOD = {
@@ -56,10 +62,12 @@ def test_bad_line(tmp_path, filename, text, lineno, match):
 
 
 @pytest.mark.parametrize("filename,text,lineno,match", [
-    ("class_labels.txt", "a/1.jpg,0\na/2.jpg,cat\nb/3.jpg,1\n", 2, "class label must be an integer, got 'cat'"),
+    ("class_labels.txt", "a/1.jpg,0\na/2.jpg,cat\nb/3.jpg,1\n", 2,
+     "class label must be an integer, got 'cat'"),
     ("class_labels.txt", "a/1.jpg,0\na/2.jpg,1.5\nb/3.jpg,1\n", 2, "must be an integer"),
     ("class_labels.txt", "a/1.jpg,0\na/2.jpg,-1\nb/3.jpg,1\n", 2, "must be >= 0"),
-    ("image_sizes.txt", "a/1.jpg,100,50\na/2.jpg,20,x\nb/3.jpg,64,64\n", 2, "height must be an integer"),
+    ("image_sizes.txt", "a/1.jpg,100,50\na/2.jpg,20,x\nb/3.jpg,64,64\n", 2,
+     "height must be an integer"),
     # A bad coordinate on the first line is still reported as a box coordinate.
     ("localization.txt", "a/1.jpg,0,0,9.5,49\n", 1, "box coordinate must be an integer"),
 ])
@@ -74,7 +82,8 @@ def test_non_integer(tmp_path, filename, text, lineno, match):
 ])
 def test_box_outside_the_image(tmp_path, box, lineno):
     text = f"a/1.jpg,0,0,99,49\n{box}\n"
-    _raises_at(_split(tmp_path, **{"localization.txt": text}), "localization.txt", lineno, "outside the image")
+    split = _split(tmp_path, **{"localization.txt": text})
+    _raises_at(split, "localization.txt", lineno, "outside the image")
 
 
 def test_box_with_x1_before_x0(tmp_path):
@@ -146,7 +155,8 @@ def test_round_trip_masks_and_unlocalized(tmp_path):
                     masks={"a/1.jpg": MaskAnnotation(["x/1.png", "x/2.png"], "x/ign.png"),
                            "b/3.jpg": MaskAnnotation(["y/1.png"], None)})
     again = read_metadata(write_metadata(meta, tmp_path / "m"))
-    assert (again.image_ids, again.class_labels, again.masks) == (meta.image_ids, meta.class_labels, meta.masks)
+    assert (again.image_ids, again.class_labels, again.masks) == (
+        meta.image_ids, meta.class_labels, meta.masks)
     weak = Metadata(image_ids=IDS[:2], class_labels={"a/1.jpg": 0, "a/2.jpg": 1})
     again = read_metadata(write_metadata(weak, tmp_path / "w"))
     assert again.localization_type is None and again.class_labels == weak.class_labels
@@ -174,4 +184,5 @@ def test_official_lists_read(shared, split, kind, n_images, n_classes):
 def test_official_cub_box_line(shared):
     # method-spec §4: CUB `60 27 325 304` (x y w h) -> `60,27,385,331`.
     meta = read_metadata(shared("data", "wsolevaluation-metadata", "metadata", "CUB", "test"))
-    assert meta.boxes["001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"] == [(60, 27, 385, 331)]
+    image_id = "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"
+    assert meta.boxes[image_id] == [(60, 27, 385, 331)]

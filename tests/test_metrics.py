@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from test_localization_boxes import _blobby, _holey, _smooth
+
 from wsol.data.metadata import MaskAnnotation, Metadata
 from wsol.localization import ScoreMapError
 from wsol.localization.reference import reference_histograms, reference_num_correct, reference_pxap
@@ -79,7 +79,7 @@ def test_counts_equal_reference_on_random_maps(seed):
     rng = np.random.default_rng(seed)
     maps, gts = [], []
     for _ in range(6):
-        maps += [_smooth(rng, 56, int(rng.integers(3, 8))), _blobby(rng, 56), _holey(rng, 56)[:56, :56]]
+        maps += [_smooth(rng, 56, int(rng.integers(3, 8))), _blobby(rng, 56), _holey(rng, 56)]
     for _ in maps:
         x0, y0 = rng.integers(0, 40, 2)
         k = rng.integers(1, 3)
@@ -131,7 +131,8 @@ def test_box_score_histograms():
     acc = BoxAccumulator(T01, score_histograms=True)
     acc.update(scoremap[None], gt)
     hist = acc.compute()["score_histograms"]
-    assert hist["inside_gt_boxes"][100] == 32 and sum(hist["inside_gt_boxes"]) == 32  # score 1 -> [1, 2)
+    # Score 1 falls in the bin [1, 2), index 100 of the 0.01 sweep.
+    assert hist["inside_gt_boxes"][100] == 32 and sum(hist["inside_gt_boxes"]) == 32
     assert hist["outside_gt_boxes"][0] == 256 - 32 and sum(hist["outside_gt_boxes"]) == 256 - 32
     assert hist["bin_edges"][:2] == [0.0, 0.01] and hist["bin_edges"][-3:] == [1.0, 2.0, 3.0]
 
@@ -208,7 +209,8 @@ def test_load_gt_mask_resizes_and_ignores(tmp_path):
 
 
 def test_topk_correct_from_logits_and_rankings():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9]])
+    logits = torch.tensor([[0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5],
+                           [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9]])
     top1, top5 = topk_correct(logits, torch.tensor([1, 6]))
     assert top1.tolist() == [True, False] and top5.tolist() == [True, True]
     top1, top5 = topk_correct(np.array([[3, 1, 2, 0, 4], [0, 1, 2, 4, 5]]), np.array([3, 3]))
@@ -272,10 +274,12 @@ def test_evaluator_rejects_bad_input():
     with pytest.raises(ScoreMapError, match="image 'x/b.jpg'.*NaN"):
         ev.update(bad, ["x/a.jpg", "x/b.jpg"])
     assert int(ev.boxes.num_images) == 0  # nothing partial was counted
-    masks_meta = Metadata(image_ids=["a"], class_labels={"a": 0}, masks={"a": MaskAnnotation(["m.png"])})
+    masks_meta = Metadata(image_ids=["a"], class_labels={"a": 0},
+                          masks={"a": MaskAnnotation(["m.png"])})
     with pytest.raises(ValueError, match="mask_root"):
         LocalizationEvaluator(masks_meta)
     with pytest.raises(ValueError, match="no localization"):
         LocalizationEvaluator(Metadata(image_ids=["a"], class_labels={"a": 0}))
     with pytest.raises(ValueError, match="no entry in image_sizes"):
-        LocalizationEvaluator(Metadata(image_ids=["a"], class_labels={"a": 0}, boxes={"a": [(0, 0, 1, 1)]}))
+        LocalizationEvaluator(Metadata(image_ids=["a"], class_labels={"a": 0},
+                                       boxes={"a": [(0, 0, 1, 1)]}))

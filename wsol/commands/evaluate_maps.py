@@ -35,23 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scoremap-root", required=True, metavar="DIR",
                         help="directory of <image_id>.npy score maps")
     parser.add_argument("--metadata-root", required=True, metavar="DIR",
-                        help="split directory (image_ids.txt, ...), or a directory with a test/ split")
+                        help="split directory (image_ids.txt, ...), or a directory with a"
+                             " test/ split")
     parser.add_argument("--mask-root", metavar="DIR", help="root of the mask PNGs (mask splits)")
     parser.add_argument("--cam-curve-interval", type=float, default=0.01,
                         help="threshold sweep np.arange(0, 1, interval) (default 0.01)")
     parser.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70],
                         metavar="DELTA", help="IoU thresholds in %% (default 30 50 70)")
     parser.add_argument("--largest-contour", action="store_true",
-                        help="report the largest contour's boxes (MaxBoxAcc v1) per IoU instead of all contours")
+                        help="report the largest contour's boxes (MaxBoxAcc v1) per IoU"
+                             " instead of all contours")
     parser.add_argument("--predictions", metavar="FILE",
-                        help="CSV image_id,top1[,top2..top5] of predicted class ids: adds Top-1/Top-5 Loc")
+                        help="CSV image_id,top1[,top2..top5] of predicted class ids:"
+                             " adds Top-1/Top-5 Loc")
     parser.add_argument("--image-size", type=int, default=224, help="map size S (default 224)")
     parser.add_argument("--output", required=True, metavar="FILE", help="results JSON")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
 
 
 def resolve_split_dir(metadata_root: str | Path) -> Path:
-    """The split directory: ``metadata_root`` itself, or its ``test/`` when it has no image_ids.txt."""
+    """The split directory: ``metadata_root``, or its ``test/`` when it has no image_ids.txt."""
     root = Path(metadata_root)
     if not (root / "image_ids.txt").is_file() and (root / "test" / "image_ids.txt").is_file():
         return root / "test"
@@ -72,7 +75,8 @@ def read_predictions(path: str | Path, class_labels: dict[str, int]) -> dict[str
             fields = [x.strip() for x in line.split(",")]
             image_id, ranks = fields[0], fields[1:]
             if not 1 <= len(ranks) <= 5:
-                raise ValueError(f"{path}:{lineno}: expected image_id,top1[,top2..top5], got {line!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected image_id,top1[,top2..top5], got {line!r}")
             if image_id not in class_labels:
                 raise ValueError(f"{path}:{lineno}: unknown image id {image_id!r}")
             if image_id in out:
@@ -80,7 +84,8 @@ def read_predictions(path: str | Path, class_labels: dict[str, int]) -> dict[str
             try:
                 out[image_id] = [int(r) for r in ranks]
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: class ids must be integers, got {line!r}") from None
+                raise ValueError(
+                    f"{path}:{lineno}: class ids must be integers, got {line!r}") from None
     missing = [i for i in class_labels if i not in out]
     if missing:
         raise ValueError(f"{path}: no prediction for image id {missing[0]!r}"
@@ -125,7 +130,9 @@ def evaluate_maps(args: argparse.Namespace) -> dict[str, Any]:
         if args.mask_root is None:
             raise ValueError(f"{split_dir} holds masks: --mask-root is needed")
         meta = read_metadata(split_dir, mask_root=args.mask_root)  # checks every mask file exists
-    predictions = read_predictions(args.predictions, meta.class_labels) if args.predictions else None
+    predictions = None
+    if args.predictions:
+        predictions = read_predictions(args.predictions, meta.class_labels)
     evaluator = LocalizationEvaluator(
         meta, image_size=args.image_size, cam_curve_interval=args.cam_curve_interval,
         iou_thresholds=tuple(args.iou_thresholds), multi_contour=not args.largest_contour,
@@ -161,7 +168,8 @@ def evaluate_maps(args: argparse.Namespace) -> dict[str, Any]:
         batch_ids.append(image_id)
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED])
-        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        extra = len(problems) - MAX_LISTED
+        more = f"\n  ... and {extra} more" if extra > 0 else ""
         raise ValueError(f"{len(problems)} of {len(meta)} score maps cannot be evaluated; nothing"
                          f" was written:\n  {listed}{more}")
     flush()

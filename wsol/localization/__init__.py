@@ -1,4 +1,4 @@
-"""Score maps -> normalized maps -> boxes and masks (the wsolevaluation protocol, method-spec §1, §4).
+"""Score maps -> normalized maps -> boxes and masks (wsolevaluation protocol, method-spec §1, §4).
 
 Typical use on a batch of raw method maps ``(B, h, w)``::
 
@@ -18,7 +18,12 @@ from wsol.localization.boxes import (
     resize_boxes,
 )
 from wsol.localization.masks import masks_from_map
-from wsol.localization.normalize import NORMALIZATIONS, normalize_maps, postprocess_maps, upsample_maps
+from wsol.localization.normalize import (
+    NORMALIZATIONS,
+    normalize_maps,
+    postprocess_maps,
+    upsample_maps,
+)
 
 __all__ = [
     "NORMALIZATIONS",

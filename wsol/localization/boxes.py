@@ -74,7 +74,8 @@ def check_scoremaps(maps: ScoreMap) -> None:
         flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
         lo, hi = flat.min(axis=1), flat.max(axis=1)
     else:
-        raise TypeError(f"score maps must be a numpy.ndarray or torch.Tensor, got {type(maps).__name__}")
+        raise TypeError(
+            f"score maps must be a numpy.ndarray or torch.Tensor, got {type(maps).__name__}")
     has_nan = np.isnan(lo) | np.isnan(hi)
     out_of_range = ~has_nan & ((lo < 0) | (hi > 1))
     for what, flags in (("NaN", has_nan), ("values outside [0, 1]", out_of_range)):
@@ -85,7 +86,7 @@ def check_scoremaps(maps: ScoreMap) -> None:
 
 
 def quantize_maps(maps: ScoreMap) -> np.ndarray:
-    """``uint8(maps * 255)`` with truncation, as the reference does, for ``(H, W)`` or ``(B, H, W)``.
+    """``uint8(maps * 255)`` with truncation (as the reference) for ``(H, W)`` or ``(B, H, W)``.
 
     The product is formed in the map's float dtype (float32 stays float32, as NumPy would),
     on the map's device for tensors; only the uint8 result is moved to the CPU. Invalid maps
@@ -202,7 +203,8 @@ def level_contours(img: np.ndarray, levels: np.ndarray) -> LevelContours:
     counts: list[int] = []
     find, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
     threshold, binary = cv2.threshold, cv2.THRESH_BINARY
-    for level, r0, r1, c0, c1 in zip(levels.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist()):
+    crops = zip(levels.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist())
+    for level, r0, r1, c0, c1 in crops:
         if r0 >= r1:
             counts.append(0)  # empty foreground
             continue
@@ -243,7 +245,7 @@ def distinct_levels(img: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray
     present = np.bincount(img.ravel(), minlength=256) > 0
     # Two levels binarize alike iff the same number of present grey values lies at or below them.
     key = np.cumsum(present)[thr]
-    keys, first, index = np.unique(key, return_index=True, return_inverse=True)
+    _, first, index = np.unique(key, return_index=True, return_inverse=True)
     return thr[first], index.reshape(-1)
 
 
@@ -262,7 +264,8 @@ def boxes_from_map(scoremap: ScoreMap, thresholds: np.ndarray | list[float],
         one int64 array ``(K, 4)`` of ``(x0, y0, x1, y1)`` per threshold (``K >= 1``).
     """
     if scoremap.ndim != 2:
-        raise ScoreMapError(f"boxes_from_map expects one (H, W) map, got shape {tuple(scoremap.shape)}")
+        raise ScoreMapError(
+            f"boxes_from_map expects one (H, W) map, got shape {tuple(scoremap.shape)}")
     img = quantize_maps(scoremap)
     levels, index = distinct_levels(img, as_thresholds(thresholds))
     boxes, starts = level_contours(img, levels).select(multi_contour)
@@ -274,7 +277,8 @@ def boxes_from_maps(scoremaps: ScoreMap, threshold: float) -> np.ndarray:
     """The largest-contour (v1) box of each ``(B, H, W)`` map at one threshold: ``(B, 4)`` int64,
     ``(0, 0, 0, 0)`` for an empty foreground (same rule as :func:`boxes_from_map`)."""
     if scoremaps.ndim != 3:
-        raise ScoreMapError(f"boxes_from_maps expects (B, H, W) maps, got shape {tuple(scoremaps.shape)}")
+        raise ScoreMapError(
+            f"boxes_from_maps expects (B, H, W) maps, got shape {tuple(scoremaps.shape)}")
     t = as_thresholds([threshold])
     out = np.zeros((scoremaps.shape[0], 4), dtype=np.int64)
     for n, img in enumerate(quantize_maps(scoremaps)):
@@ -292,11 +296,12 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """
     a = _check_boxes(boxes_a, "boxes_a")
     b = _check_boxes(boxes_b, "boxes_b")
-    inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    inter_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
-    inter = np.maximum(0, inter_w) * np.maximum(0, inter_h)
     area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    a, b = a[:, None, :], b[None, :, :]  # (Na, 1, 4) against (1, Nb, 4)
+    inter_w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    inter = np.maximum(0, inter_w) * np.maximum(0, inter_h)
     union = area_a[:, None] + area_b[None, :] - inter
     degenerate = union <= 0
     iou = inter / np.where(degenerate, 1, union)
@@ -318,7 +323,8 @@ def _check_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def resize_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+def resize_boxes(boxes: np.ndarray, from_size: tuple[int, int],
+                 to_size: tuple[int, int]) -> np.ndarray:
     """Rescale ``(x0, y0, x1, y1)`` boxes from an image of ``from_size = (W, H)`` to ``to_size``:
     ``int(x * W' / W)`` per coordinate (wsolevaluation's ``resize_bbox``; float64, truncation).
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from wsol.localization.boxes import ScoreMap, as_thresholds, check_scoremaps, quantize_maps, threshold_levels
+from wsol.localization.boxes import (
+    ScoreMap,
+    as_thresholds,
+    check_scoremaps,
+    quantize_maps,
+    threshold_levels,
+)
 
 
 def masks_from_map(scoremap: ScoreMap, thresholds: np.ndarray | list[float],
@@ -19,7 +25,8 @@ def masks_from_map(scoremap: ScoreMap, thresholds: np.ndarray | list[float],
       ``uint8(255 s) > floor(t * max uint8(255 s))``; returns a NumPy array.
     """
     if scoremap.ndim != 2:
-        raise ValueError(f"masks_from_map expects one (H, W) map, got shape {tuple(scoremap.shape)}")
+        raise ValueError(
+            f"masks_from_map expects one (H, W) map, got shape {tuple(scoremap.shape)}")
     t = as_thresholds(thresholds)
     if quantized:
         img = quantize_maps(scoremap)

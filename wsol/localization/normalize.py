@@ -42,7 +42,8 @@ def _as_batch(maps: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
     if maps.ndim == 2:
         return maps.unsqueeze(0), True
     if maps.ndim != 3:
-        raise ValueError(f"{name}: expected maps of shape (B, H, W) or (H, W), got {tuple(maps.shape)}")
+        raise ValueError(
+            f"{name}: expected maps of shape (B, H, W) or (H, W), got {tuple(maps.shape)}")
     return maps, False
 
 
@@ -61,10 +62,12 @@ def normalize_maps(maps: Maps, method: str = "minmax", *, percentile: float | No
     if percentile is not None and not 0.0 <= percentile <= 1.0:
         raise ValueError(f"normalize_maps: percentile must be in [0, 1], got {percentile}")
     if isinstance(maps, np.ndarray):
-        x = torch.from_numpy(maps if np.issubdtype(maps.dtype, np.floating) else maps.astype(np.float64))
+        floating = np.issubdtype(maps.dtype, np.floating)
+        x = torch.from_numpy(maps if floating else maps.astype(np.float64))
         return normalize_maps(x, method, percentile=percentile).numpy()
     if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"normalize_maps: expected a torch.Tensor or numpy.ndarray, got {type(maps).__name__}")
+        raise TypeError("normalize_maps: expected a torch.Tensor or numpy.ndarray,"
+                        f" got {type(maps).__name__}")
     x, single = _as_batch(maps, "normalize_maps")
     if not x.is_floating_point():
         x = x.float()
@@ -114,7 +117,8 @@ def upsample_maps(maps: Maps, size: int | tuple[int, int] = (224, 224)) -> Maps:
     if isinstance(maps, np.ndarray):
         return upsample_maps(torch.from_numpy(maps), size).numpy()
     if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"upsample_maps: expected a torch.Tensor or numpy.ndarray, got {type(maps).__name__}")
+        raise TypeError("upsample_maps: expected a torch.Tensor or numpy.ndarray,"
+                        f" got {type(maps).__name__}")
     size = (size, size) if isinstance(size, int) else tuple(size)
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"upsample_maps: size must be (H, W) with positive entries, got {size}")

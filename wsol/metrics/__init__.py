@@ -1,6 +1,6 @@
 """Localization and classification metrics as count accumulators (mergeable by addition).
 
-- :class:`BoxAccumulator`: BoxAcc curves, MaxBoxAcc (v1), MaxBoxAccV2, Top-1/Top-5 Loc, GT-known Loc.
+- :class:`BoxAccumulator`: BoxAcc curves, MaxBoxAcc (v1), MaxBoxAccV2, Top-1/5 Loc, GT-known Loc.
 - :class:`MaskAccumulator`: PxAP, pIoU, the pixel PR curve.
 - :class:`ClassificationAccumulator`: top-1 / top-5 accuracy.
 - :class:`LocalizationEvaluator`: one split's GT in evaluation geometry + the above.

@@ -62,7 +62,8 @@ class BoxAccumulator(CountAccumulator):
         self.thresholds = as_thresholds(thresholds)
         deltas = [int(d) for d in iou_thresholds]
         if not deltas or any(not 0 <= d <= 100 for d in deltas) or len(set(deltas)) != len(deltas):
-            raise ValueError(f"iou_thresholds must be distinct integers in [0, 100], got {iou_thresholds}")
+            raise ValueError(
+                f"iou_thresholds must be distinct integers in [0, 100], got {iou_thresholds}")
         self.iou_thresholds = tuple(deltas)
         self.multi_contour = bool(multi_contour)
         self.score_histograms = bool(score_histograms)

@@ -1,4 +1,4 @@
-"""Top-1 / top-5 classification accuracy as counts, plus the per-image flags that Top-k Loc needs."""
+"""Top-1 / top-5 classification accuracy as counts, and the per-image flags Top-k Loc needs."""
 
 from __future__ import annotations
 

@@ -12,11 +12,12 @@ distributed evaluation is::
 from __future__ import annotations
 
 import copy
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-Acc = TypeVar("Acc", bound="CountAccumulator")
+if TYPE_CHECKING:  # typing.Self is Python >= 3.11
+    from typing_extensions import Self
 
 
 class MetricError(ValueError):
@@ -55,14 +56,14 @@ class CountAccumulator:
             raise ValueError(f"cannot merge {type(self).__name__}s with different settings:"
                              f" {mine} vs {theirs}")
 
-    def merge(self: Acc, other: Acc) -> Acc:
+    def merge(self, other: Self) -> Self:
         """Add ``other``'s counts to this accumulator (in place) and return it."""
         self._check_compatible(other)
         for name, tensor in self._counts.items():
             tensor += other._counts[name]
         return self
 
-    def __add__(self: Acc, other: Acc) -> Acc:
+    def __add__(self, other: Self) -> Self:
         return copy.deepcopy(self).merge(other)
 
     def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
@@ -70,7 +71,7 @@ class CountAccumulator:
         flat = torch.cat([t.reshape(-1) for t in self._counts.values()])
         return flat if device is None else flat.to(device)
 
-    def load_tensor(self: Acc, flat: torch.Tensor) -> Acc:
+    def load_tensor(self, flat: torch.Tensor) -> Self:
         """Replace the counts with those in ``flat`` (the layout of :meth:`to_tensor`)."""
         size = sum(t.numel() for t in self._counts.values())
         if flat.ndim != 1 or flat.numel() != size:

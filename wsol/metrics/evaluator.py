@@ -30,7 +30,13 @@ import numpy as np
 import torch
 
 from wsol.data.metadata import Metadata
-from wsol.localization.boxes import ScoreMap, ScoreMapError, cam_thresholds, check_scoremaps, resize_boxes
+from wsol.localization.boxes import (
+    ScoreMap,
+    ScoreMapError,
+    cam_thresholds,
+    check_scoremaps,
+    resize_boxes,
+)
 from wsol.metrics.boxes import BoxAccumulator
 from wsol.metrics.classification import ClassificationAccumulator
 from wsol.metrics.counts import CountAccumulator, MetricError
@@ -70,7 +76,8 @@ class LocalizationEvaluator:
 
     def __init__(self, metadata: Metadata, image_size: int = 224, cam_curve_interval: float = 0.001,
                  iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True,
-                 mask_root: str | os.PathLike | None = None, score_histograms: bool = False) -> None:
+                 mask_root: str | os.PathLike | None = None,
+                 score_histograms: bool = False) -> None:
         self.metadata = metadata
         self.image_size = int(image_size)
         self.cam_curve_interval = float(cam_curve_interval)
@@ -91,7 +98,8 @@ class LocalizationEvaluator:
                 raise ValueError("a mask split needs mask_root (the directory of the mask PNGs)")
             self.masks = MaskAccumulator(self.thresholds)
         else:
-            raise ValueError("metadata has no localization.txt: nothing to evaluate localization against")
+            raise ValueError(
+                "metadata has no localization.txt: nothing to evaluate localization against")
         self.iou_thresholds = tuple(int(d) for d in iou_thresholds)
         self.multi_contour = bool(multi_contour)
 
@@ -107,7 +115,8 @@ class LocalizationEvaluator:
             entry = self.metadata.masks.get(image_id) if self.metadata.masks else None
             if entry is None:
                 raise ValueError(f"image {image_id!r} has no mask in localization.txt")
-            mask = load_gt_mask(self.mask_root, entry.mask_paths, entry.ignore_path, self.image_size)
+            mask = load_gt_mask(self.mask_root, entry.mask_paths, entry.ignore_path,
+                                self.image_size)
             self._gt_masks[image_id] = mask
         return mask
 

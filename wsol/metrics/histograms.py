@@ -38,7 +38,7 @@ def score_bins(scoremaps: ScoreMap, thresholds: np.ndarray, foreground: ScoreMap
                     torch.bincount(index[bg], minlength=n_bins).cpu())
     fg = np.asarray(foreground, dtype=bool)
     bg = ~fg if background is None else np.asarray(background, dtype=bool)
-    index = np.clip(np.searchsorted(edges, np.asarray(scoremaps, dtype=np.float64), side="right") - 1,
-                    0, n_bins - 1)
+    scores = np.asarray(scoremaps, dtype=np.float64)
+    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
     return (torch.from_numpy(np.bincount(index[fg], minlength=n_bins).astype(np.int64)),
             torch.from_numpy(np.bincount(index[bg], minlength=n_bins).astype(np.int64)))
