@@ -12,7 +12,8 @@ class ``c_b`` of each image (given, or the top-1 prediction):
    foreground ``u > int(t * max u)``, bounding rectangle ``(x, y, w, h)`` of the largest
    contour, box ``(x, y, min(x + w, W - 1), min(y + h, H - 1))`` in input pixels (the
    protocol's convention, also that of the CUB GT boxes: ``x1`` is one past the last
-   foreground pixel unless clipped); ``(0, 0, 0, 0)`` when the map is blank.
+   foreground pixel unless clipped); ``(0, 0, 0, 0)`` when the map is blank
+   (:func:`wsol.localization.boxes.boxes_from_maps`).
 
 No autograd graph is built unless the method's maps need one (``maps_need_grad``, B-CAM), and
 nothing is kept between calls, so calling :func:`localize` in a loop does not grow memory.
@@ -37,7 +38,6 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,8 +47,8 @@ from wsol.methods.base import WSOLMethod
 #: threshold found on a fully supervised split (``threshold_from_results``).
 DEFAULT_THRESHOLD = 0.2
 
-__all__ = ["DEFAULT_THRESHOLD", "LocalizationResult", "largest_contour_boxes", "localize",
-           "resolve_method", "scale_boxes", "threshold_from_results"]
+__all__ = ["DEFAULT_THRESHOLD", "LocalizationResult", "localize", "resolve_method", "scale_boxes",
+           "threshold_from_results"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ def localize(method: WSOLMethod, images: Tensor, classes: Tensor | None = None,
         threshold: box threshold ``t`` in [0, 1) on the normalized map.
         normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
     """
+    from wsol.localization.boxes import boxes_from_maps
     from wsol.localization.normalize import postprocess_maps
 
     _check_inputs(method, images, classes, threshold)
@@ -130,20 +131,10 @@ def localize(method: WSOLMethod, images: Tensor, classes: Tensor | None = None,
         del outputs
         scores = logits.softmax(dim=1).gather(1, classes[:, None])[:, 0]
         maps = postprocess_maps(raw.float(), tuple(images.shape[2:]), normalization)
-        boxes = largest_contour_boxes(maps, threshold).to(device)
+        boxes = torch.from_numpy(boxes_from_maps(maps, threshold)).to(device)
     finally:
         method.train(was_training)
     return LocalizationResult(maps=maps, boxes=boxes, classes=classes, scores=scores)
-
-
-def largest_contour_boxes(maps: Tensor, threshold: float) -> Tensor:
-    """``(B, 4)`` int64 CPU tensor: the wsolevaluation box of each normalized map at
-    ``threshold``, largest contour only (:func:`wsol.localization.boxes.boxes_from_map`)."""
-    from wsol.localization.boxes import boxes_from_map
-
-    cpu_maps = maps.detach().cpu()
-    boxes = [boxes_from_map(m, [threshold], multi_contour=False)[0][0] for m in cpu_maps]
-    return torch.from_numpy(np.stack(boxes)).long()
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_sizes: Tensor) -> Tensor:
