@@ -15,7 +15,7 @@ class ``c_b`` of each image (given, or the top-1 prediction):
    foreground pixel unless clipped); ``(0, 0, 0, 0)`` when the map is blank
    (:func:`wsol.localization.boxes.boxes_from_maps`).
 
-No autograd graph is built unless the method's maps need one (``maps_need_grad``, B-CAM), and
+No autograd graph is built unless the method declares ``maps_need_grad`` (gradient maps), and
 nothing is kept between calls, so calling :func:`localize` in a loop does not grow memory.
 
 :func:`scale_boxes` takes boxes back to original image pixels (e.g. before the wsolevaluation
