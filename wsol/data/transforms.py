@@ -97,8 +97,11 @@ def to_tensor(img: Image.Image) -> Tensor:
     """RGB uint8 PIL image -> float tensor ``(3, H, W)`` with values ``v / 255`` in [0, 1]."""
     if img.mode != "RGB":
         img = img.convert("RGB")
-    array = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    # In NumPy (single-threaded): torch's thread pool makes per-image ops slow on a busy CPU.
+    chw = np.ascontiguousarray(array, dtype=np.float32)
+    chw /= np.float32(255.0)
+    return torch.from_numpy(chw)
 
 
 class Normalize:
