@@ -121,7 +121,8 @@ def _device(name: str):
 
 
 def _run_dir_of(checkpoint: Path) -> Path:
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,10 +139,8 @@ def _run_pseudo_boxes(args: argparse.Namespace) -> int:
     config = info["config"]
     split = args.split or config["data"]["train_split"]
     split_out = Path(args.out) / split_dir_name(split)
-    if split_out.exists() and any(split_out.iterdir()):
-        if not args.force:
-            raise FileExistsError(f"{split_out} exists and is not empty; use --force to "
-                                  "overwrite it")
+    if split_out.exists() and any(split_out.iterdir()) and not args.force:
+        raise FileExistsError(f"{split_out} exists and is not empty; use --force to overwrite it")
     if args.threshold is not None:
         if not 0.0 <= args.threshold < 1.0:
             raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")

@@ -171,7 +171,8 @@ def build_regressor(config: dict, pretrained: bool | str | None = None) -> BoxRe
     config's ``model.pretrained``; pass ``False`` when a checkpoint overwrites the weights)."""
     model_cfg = config["model"]
     weights = model_cfg.get("pretrained", False) if pretrained is None else pretrained
-    kwargs = {k: v for k, v in model_cfg.items() if k not in ("name", "pretrained", "freeze_stages")}
+    reserved = ("name", "pretrained", "freeze_stages")
+    kwargs = {k: v for k, v in model_cfg.items() if k not in reserved}
     try:
         backbone = create_model(model_cfg["name"], num_classes=1, pretrained=weights, **kwargs)
     except TypeError as exc:
@@ -255,6 +256,9 @@ def threshold_from_results(path: str | os.PathLike,
 
     The threshold must be chosen on the val split: a results file of a split in ``test_splits``
     (or named ``test``) is refused. Returns ``(t, {"split", "multi_contour", "path"})``.
+    The threshold is the best one in the evaluator's contour mode (``multi_contour``, v2 by
+    default) while a pseudo box is the largest contour (v1): evaluate the val split with
+    ``eval.multi_contour=false`` for the v1-optimal threshold.
     """
     path = Path(path)
     if not path.is_file():
@@ -278,7 +282,8 @@ def threshold_from_results(path: str | os.PathLike,
     return t, {"split": split, "multi_contour": settings.get("multi_contour"), "path": str(path)}
 
 
-def _original_sizes(metadata: Metadata, image_root: Path, image_ids: Sequence[str]) -> list[tuple[int, int]]:
+def _original_sizes(metadata: Metadata, image_root: Path,
+                    image_ids: Sequence[str]) -> list[tuple[int, int]]:
     """``(W, H)`` of each image: from image_sizes.txt, else read from the file's header."""
     out = []
     for image_id in image_ids:
@@ -685,10 +690,8 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
                         pin_memory=device.type == "cuda")
     epochs = int(optim_cfg["epochs"])
     max_steps = config["train"].get("max_steps_per_epoch")
-    epochs_run = 0
-    for epoch in range(start_epoch, epochs):
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
-            break
+    stop = epochs if stop_after_epochs is None else min(epochs, start_epoch + stop_after_epochs)
+    for epoch in range(start_epoch, stop):
         seed_everything(_epoch_seed(seed, epoch, 0), deterministic)
         model.train()
         t0 = time.time()
@@ -732,10 +735,9 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
         if improved:
             best_epoch = epoch + 1
         rows.append(row)
-        epochs_run += 1
         _write_csv(run_dir / "metrics.csv", rows)
-        common = dict(config=config, epoch=epoch + 1, best_metric=best_metric,
-                      best_epoch=best_epoch)
+        common: dict[str, Any] = {"config": config, "epoch": epoch + 1,
+                                  "best_metric": best_metric, "best_epoch": best_epoch}
         save_regressor_checkpoint(ckpt_dir / "last.pt", model, optimizer=optimizer,
                                   scheduler=scheduler, include_rng=True, **common)
         if improved:
