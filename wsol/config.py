@@ -121,7 +121,9 @@ def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
     return value
 
 
-def _merge(base: dict, update: dict, defaults: dict | None, prefix: str, source: str) -> None:
+def merge_config(base: dict, update: dict, defaults: dict | None, prefix: str = "",
+                 source: str = "config") -> None:
+    """Merge ``update`` into ``base`` in place, checking keys and types against ``defaults``."""
     for key, value in update.items():
         full = f"{prefix}{key}"
         open_section = prefix.rstrip(".") in _OPEN_SECTIONS
@@ -132,7 +134,7 @@ def _merge(base: dict, update: dict, defaults: dict | None, prefix: str, source:
         if isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {full} must be a mapping, got {value!r}")
-            _merge(base.setdefault(key, {}), value, default, f"{full}.", source)
+            merge_config(base.setdefault(key, {}), value, default, f"{full}.", source)
         else:
             base[key] = _check_type(full, default, value, source)
 
@@ -143,7 +145,7 @@ def set_key(config: dict, dotted: str, value: Any, source: str = "override") -> 
     nested: dict = value
     for part in reversed(parts):
         nested = {part: nested}
-    _merge(config, nested, DEFAULTS, "", source)
+    merge_config(config, nested, DEFAULTS, "", source)
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
@@ -173,7 +175,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        _merge(config, loaded, DEFAULTS, "", str(path))
+        merge_config(config, loaded, DEFAULTS, "", str(path))
     for key, value in parse_overrides(overrides or []):
         set_key(config, key, value, source=f"override {key}={value}")
     return config

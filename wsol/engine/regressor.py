@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import wsol
-from wsol.config import ConfigError, _merge, dump_config, parse_overrides
+from wsol.config import ConfigError, merge_config, dump_config, parse_overrides
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform, load_image
 from wsol.engine.checkpoint import capture_rng_state, restore_rng_state
@@ -144,7 +144,7 @@ def load_regressor_config(path: str | os.PathLike | None = None,
 
     config = copy.deepcopy(REGRESSOR_DEFAULTS)
     if base is not None:
-        _merge(config, base, REGRESSOR_DEFAULTS, "", "resumed config")
+        merge_config(config, base, REGRESSOR_DEFAULTS, "", "resumed config")
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -155,14 +155,14 @@ def load_regressor_config(path: str | os.PathLike | None = None,
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        _merge(config, loaded, REGRESSOR_DEFAULTS, "", str(path))
+        merge_config(config, loaded, REGRESSOR_DEFAULTS, "", str(path))
     items = (list(overrides.items()) if isinstance(overrides, dict)
              else parse_overrides(list(overrides or [])))
     for key, value in items:
         nested: Any = value
         for part in reversed(key.split(".")):
             nested = {part: nested}
-        _merge(config, nested, REGRESSOR_DEFAULTS, "", f"override {key}={value}")
+        merge_config(config, nested, REGRESSOR_DEFAULTS, "", f"override {key}={value}")
     return config
 
 
