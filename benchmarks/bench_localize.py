@@ -84,6 +84,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--method", default=None, help="passed to wsol localize --method")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="passed to wsol localize --set")
     args = parser.parse_args()
 
     images = cub_test_images(args.cub_root)
@@ -100,6 +102,8 @@ def main() -> int:
                "--device", args.device, "--image-size", str(args.image_size), "--no-progress"]
         if args.method:
             cmd += ["--method", args.method]
+        for item in args.overrides:
+            cmd += ["--set", item]
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network input size S (default: the checkpoint's data.image_size)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                         help="map normalization (default: the checkpoint's eval.normalization)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override the checkpoint's config, e.g. --set method.stage=calibrated "
+                             "--set method.iterations=3 (repeatable)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -308,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise FileNotFoundError(f"no .jpg/.jpeg/.png images found in {' '.join(args.inputs)}")
     device = _resolve_device(args.device)
-    loaded, info = load_method(args.checkpoint, "cpu")
+    loaded, info = load_method(args.checkpoint, "cpu", overrides=args.overrides)
     method = resolve_method(loaded, args.method, str(args.checkpoint)).to(device)
     config = info["config"]
     class_names = info.get("class_names")
@@ -331,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
         "method": method.name,
         "model": config.get("model", {}).get("name"),
         "epoch": info.get("epoch"),
+        "config_overrides": list(args.overrides),
         "settings": {
             "threshold": threshold, "threshold_source": threshold_source,
             "class": "top1" if settings.target_class is None else settings.target_class,
