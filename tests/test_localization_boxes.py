@@ -173,8 +173,9 @@ def _holey(rng, size):
         out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], value)
         if y1 - y0 > 4 and x1 - x0 > 4:  # punch a hole, sometimes with an island inside
             hy, hx = rng.integers(y0 + 1, y1 - 2), rng.integers(x0 + 1, x1 - 2)
+            fill = rng.uniform(0, 0.3)  # drawn first, as the right-hand side of an assignment
             hy1, hx1 = rng.integers(hy + 1, y1 - 1), rng.integers(hx + 1, x1 - 1)
-            out[hy:hy1, hx:hx1] = rng.uniform(0, 0.3)
+            out[hy:hy1, hx:hx1] = fill
             out[hy + 1:hy + 2, hx + 1:hx + 2] = value
     ring = (np.hypot(*np.mgrid[:size, :size] - size / 2) // 3) % 2  # concentric rings: nested holes
     return np.where(rng.random() < 0.3, np.maximum(out, ring * 0.5), out)
@@ -233,3 +234,5 @@ def test_invalid_tensor_maps_are_reported_with_their_batch_index():
         quantize_maps(maps)
     with pytest.raises(ScoreMapError, match="float32 or float64"):
         quantize_maps(torch.zeros(2, 8, 8, dtype=torch.int64))
+    with pytest.raises(ScoreMapError, match="float32 or float64"):
+        quantize_maps(torch.zeros(2, 8, 8, dtype=torch.float16))

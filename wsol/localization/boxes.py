@@ -62,7 +62,7 @@ def check_scoremaps(maps: ScoreMap) -> None:
     float64, no NaN, values in [0, 1]; raises :class:`ScoreMapError` naming the batch index."""
     # min / max propagate NaN, so two reductions find both problems.
     if isinstance(maps, torch.Tensor):
-        if not maps.is_floating_point():
+        if maps.dtype not in (torch.float32, torch.float64):
             raise ScoreMapError(f"score maps must be float32 or float64, got {maps.dtype}")
         with torch.no_grad():
             flat = maps.detach().reshape(-1, maps.shape[-2] * maps.shape[-1])
