@@ -97,6 +97,8 @@ def _load_map(root: Path, image_id: str, size: int) -> tuple[Any, str | None]:
     """``(map, None)`` or ``(None, problem)``."""
     import numpy as np
 
+    from wsol.localization.boxes import ScoreMapError, check_scoremaps
+
     path = root / f"{image_id}.npy"
     if not path.is_file():
         return None, f"missing score map {path}"
@@ -106,13 +108,10 @@ def _load_map(root: Path, image_id: str, size: int) -> tuple[Any, str | None]:
         return None, f"unreadable score map {path} ({exc})"
     if scoremap.shape != (size, size):
         return None, f"score map {path} has shape {scoremap.shape}, expected ({size}, {size})"
-    if scoremap.dtype not in (np.float32, np.float64):
-        return None, f"score map {path} has dtype {scoremap.dtype}, expected float32 or float64"
-    if np.isnan(scoremap).any():
-        return None, f"score map {path} has NaN"
-    if scoremap.min() < 0 or scoremap.max() > 1:
-        return None, (f"score map {path} has values outside [0, 1]"
-                      f" (min {scoremap.min():.4g}, max {scoremap.max():.4g})")
+    try:
+        check_scoremaps(scoremap)  # dtype float32/float64, no NaN, values in [0, 1]
+    except ScoreMapError as exc:
+        return None, f"{path}: {exc}"
     return scoremap, None
 
 

@@ -80,6 +80,8 @@ def check_scoremaps(maps: ScoreMap) -> None:
     out_of_range = ~has_nan & ((lo < 0) | (hi > 1))
     for what, flags in (("NaN", has_nan), ("values outside [0, 1]", out_of_range)):
         bad = np.flatnonzero(flags)
+        if bad.size and maps.ndim == 2:
+            raise ScoreMapError(f"score map has {what}", index=0)
         if bad.size:
             raise ScoreMapError(f"score map at batch index {int(bad[0])} has {what}"
                                 f" ({bad.size} map(s) in this batch)", index=int(bad[0]))

@@ -46,10 +46,14 @@ class ClassificationAccumulator(CountAccumulator):
                labels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add a batch; returns the per-image (top-1, top-5) correctness flags."""
         top1, top5 = topk_correct(logits_or_topk, labels)
-        self.num_images += len(top1)
-        self.top1_correct += int(top1.sum())
-        self.top5_correct += int(top5.sum())
+        self.add_flags(top1, top5)
         return top1, top5
+
+    def add_flags(self, top1: np.ndarray, top5: np.ndarray) -> None:
+        """Count per-image correctness flags computed elsewhere (:func:`topk_correct`)."""
+        self.num_images += len(top1)
+        self.top1_correct += int(np.count_nonzero(top1))
+        self.top5_correct += int(np.count_nonzero(top5))
 
     def compute(self) -> dict[str, Any]:
         n = int(self.num_images)

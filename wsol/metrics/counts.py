@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11
@@ -94,6 +95,4 @@ def _same(a: Any, b: Any) -> bool:
 
 def percent(count: torch.Tensor | int, total: int) -> Any:
     """``count * 100. / total`` in float64, in the reference's order of operations."""
-    import numpy as np
-
     return np.asarray(count, dtype=np.int64) * 100.0 / float(total)

@@ -34,11 +34,10 @@ from wsol.localization.boxes import (
     ScoreMap,
     ScoreMapError,
     cam_thresholds,
-    check_scoremaps,
     resize_boxes,
 )
 from wsol.metrics.boxes import BoxAccumulator
-from wsol.metrics.classification import ClassificationAccumulator
+from wsol.metrics.classification import ClassificationAccumulator, topk_correct
 from wsol.metrics.counts import CountAccumulator, MetricError
 from wsol.metrics.masks import MaskAccumulator, load_gt_mask
 
@@ -132,24 +131,26 @@ class LocalizationEvaluator:
         unknown = [i for i in image_ids if i not in self.metadata.class_labels]
         if unknown:
             raise ValueError(f"image id {unknown[0]!r} is not in the split's metadata")
-        try:
-            check_scoremaps(scoremaps)
-        except ScoreMapError as exc:
-            where = f"image {image_ids[exc.index]!r}: " if exc.index is not None else ""
-            raise ScoreMapError(where + str(exc), exc.index) from None
         top1 = top5 = None
         if logits_or_topk is not None:
             labels = np.asarray([self.metadata.class_labels[i] for i in image_ids])
-            top1, top5 = self.classification.update(logits_or_topk, labels)
-        if self.boxes is not None:
-            missing = [i for i in image_ids if i not in self._gt_boxes]
-            if missing:
-                raise ValueError(f"image {missing[0]!r} has no box in localization.txt")
-            self.boxes.update(scoremaps, [self._gt_boxes[i] for i in image_ids], top1, top5)
-        else:
-            masks = np.stack([self.gt_mask(i) for i in image_ids])
-            self.masks.update(scoremaps, torch.from_numpy(masks).to(scoremaps.device)
-                              if isinstance(scoremaps, torch.Tensor) else masks)
+            top1, top5 = topk_correct(logits_or_topk, labels)
+        try:  # the accumulators check the maps before counting anything
+            if self.boxes is not None:
+                missing = [i for i in image_ids if i not in self._gt_boxes]
+                if missing:
+                    raise ValueError(f"image {missing[0]!r} has no box in localization.txt")
+                self.boxes.update(scoremaps, [self._gt_boxes[i] for i in image_ids], top1, top5)
+            else:
+                masks = np.stack([self.gt_mask(i) for i in image_ids])
+                if isinstance(scoremaps, torch.Tensor):
+                    masks = torch.from_numpy(masks).to(scoremaps.device)
+                self.masks.update(scoremaps, masks)
+        except ScoreMapError as exc:
+            where = f"image {image_ids[exc.index]!r}: " if exc.index is not None else ""
+            raise ScoreMapError(where + str(exc), exc.index) from None
+        if top1 is not None:
+            self.classification.add_flags(top1, top5)
 
     def reset(self) -> None:
         for acc in self.accumulators:
