@@ -272,8 +272,9 @@ def test_evaluator_rejects_bad_input():
     bad = np.zeros((2, 32, 32))
     bad[1, 3, 3] = np.nan
     with pytest.raises(ScoreMapError, match="image 'x/b.jpg'.*NaN"):
-        ev.update(bad, ["x/a.jpg", "x/b.jpg"])
+        ev.update(bad, ["x/a.jpg", "x/b.jpg"], torch.tensor([[0, 1], [1, 0]]))
     assert int(ev.boxes.num_images) == 0  # nothing partial was counted
+    assert int(ev.classification.num_images) == 0
     masks_meta = Metadata(image_ids=["a"], class_labels={"a": 0},
                           masks={"a": MaskAnnotation(["m.png"])})
     with pytest.raises(ValueError, match="mask_root"):
