@@ -139,13 +139,14 @@ def merge_config(base: dict, update: dict, defaults: dict | None, prefix: str = 
             base[key] = _check_type(full, default, value, source)
 
 
-def set_key(config: dict, dotted: str, value: Any, source: str = "override") -> None:
+def set_key(config: dict, dotted: str, value: Any, source: str = "override",
+            defaults: dict | None = None) -> None:
     """Set ``a.b.c = value`` in ``config`` with the same checks as a YAML file."""
     parts = dotted.split(".")
     nested: dict = value
     for part in reversed(parts):
         nested = {part: nested}
-    merge_config(config, nested, DEFAULTS, "", source)
+    merge_config(config, nested, DEFAULTS if defaults is None else defaults, "", source)
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
@@ -159,12 +160,17 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
-    """Defaults <- YAML file <- ``key=value`` overrides; returns the resolved config.
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                defaults: dict | None = None, base: dict | None = None) -> dict:
+    """``defaults`` (:data:`DEFAULTS`) <- ``base`` <- YAML file <- ``key=value`` overrides.
 
-    Relative ``data.*`` paths in a YAML file are taken relative to the current directory.
+    ``base`` is a previously resolved config (a run's ``config.yaml`` when resuming). Relative
+    ``data.*`` paths in a YAML file are taken relative to the current directory.
     """
-    config = copy.deepcopy(DEFAULTS)
+    defaults = DEFAULTS if defaults is None else defaults
+    config = copy.deepcopy(defaults)
+    if base is not None:
+        merge_config(config, base, defaults, "", "base config")
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -175,9 +181,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        merge_config(config, loaded, DEFAULTS, "", str(path))
+        merge_config(config, loaded, defaults, "", str(path))
     for key, value in parse_overrides(overrides or []):
-        set_key(config, key, value, source=f"override {key}={value}")
+        set_key(config, key, value, source=f"override {key}={value}", defaults=defaults)
     return config
 
 

@@ -10,7 +10,6 @@ config: inference options of the method (``method.stage=calibrated``), data path
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 NAME = "evaluate"
@@ -37,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_summary(results: dict) -> str:
-    rows = [(k, results[k]) for k in SUMMARY_KEYS if k in results]
-    if "max_box_acc_by_iou" in results:
-        rows += [(f"MaxBoxAcc@{iou}", v) for iou, v in results["max_box_acc_by_iou"].items()]
+    rows = [(k, results[k]) for k in SUMMARY_KEYS if results.get(k) is not None]
+    if results.get("max_box_acc_by_iou"):
+        rows += [(f"MaxBoxAcc@{iou}", v) for iou, v in results["max_box_acc_by_iou"].items()
+                 if v is not None]
     width = max(len(k) for k, _ in rows) if rows else 0
     return "\n".join(f"{k:<{width}}  {v:7.2f}" for k, v in rows)
 

@@ -24,7 +24,6 @@ boxes follow :mod:`wsol.methods.regressor` (``x = x0 / W``, ``w = (x1 + 1 - x0) 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -40,11 +39,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import wsol
-from wsol.config import ConfigError, merge_config, dump_config, parse_overrides
+from wsol.config import ConfigError, dump_config, load_config
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform, load_image
 from wsol.engine.checkpoint import capture_rng_state, restore_rng_state
-from wsol.engine.train import _epoch_seed, _read_csv, _write_csv, prepare_run_dir, seed_everything
+from wsol.engine.train import (
+    _epoch_seed,
+    _read_csv,
+    _write_csv,
+    build_optimizer,
+    prepare_run_dir,
+    seed_everything,
+)
 from wsol.localization import box_iou, postprocess_maps
 from wsol.methods import WSOLMethod
 from wsol.methods.regressor import (
@@ -140,30 +146,9 @@ def load_regressor_config(path: str | os.PathLike | None = None,
     ``overrides`` are ``key=value`` strings or a ``{"optim.lr": 0.01}`` mapping; ``base`` is a
     previously resolved config (a run's ``config.yaml`` when resuming).
     """
-    import yaml
-
-    config = copy.deepcopy(REGRESSOR_DEFAULTS)
-    if base is not None:
-        merge_config(config, base, REGRESSOR_DEFAULTS, "", "resumed config")
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        merge_config(config, loaded, REGRESSOR_DEFAULTS, "", str(path))
-    items = (list(overrides.items()) if isinstance(overrides, dict)
-             else parse_overrides(list(overrides or [])))
-    for key, value in items:
-        nested: Any = value
-        for part in reversed(key.split(".")):
-            nested = {part: nested}
-        merge_config(config, nested, REGRESSOR_DEFAULTS, "", f"override {key}={value}")
-    return config
+    if isinstance(overrides, dict):
+        overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return load_config(path, list(overrides or []), defaults=REGRESSOR_DEFAULTS, base=base)
 
 
 def build_regressor(config: dict, pretrained: bool | str | None = None) -> BoxRegressor:
@@ -658,15 +643,7 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
                                   flip_prob=float(data["flip_prob"]), mean=backbone.input_mean,
                                   std=backbone.input_std)
     train_set = BoxTargetDataset(data["root"], metadata, transform)
-    optimizer = torch.optim.SGD(
-        model.param_groups(optim_cfg["lr"], optim_cfg["new_layer_lr_mult"],
-                           optim_cfg["weight_decay"]),
-        lr=optim_cfg["lr"], momentum=optim_cfg["momentum"],
-        nesterov=bool(optim_cfg["nesterov"]) and optim_cfg["momentum"] > 0,
-        weight_decay=optim_cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=max(1, int(optim_cfg["lr_decay_every"])),
-        gamma=optim_cfg["lr_decay_factor"])
+    optimizer, scheduler = build_optimizer(model, optim_cfg)
 
     start_epoch, best_metric, best_epoch = 0, None, None
     rows: list[dict] = []

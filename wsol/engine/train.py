@@ -55,6 +55,21 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**31
 
 
+def build_optimizer(model, optim_cfg: dict):
+    """SGD over ``model.param_groups`` (new layers at ``lr x new_layer_lr_mult``) and the step
+    decay schedule (``lr x lr_decay_factor`` every ``lr_decay_every`` epochs)."""
+    optimizer = torch.optim.SGD(
+        model.param_groups(optim_cfg["lr"], optim_cfg["new_layer_lr_mult"],
+                           optim_cfg["weight_decay"]),
+        lr=optim_cfg["lr"], momentum=optim_cfg["momentum"],
+        nesterov=bool(optim_cfg["nesterov"]) and optim_cfg["momentum"] > 0,
+        weight_decay=optim_cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=max(1, int(optim_cfg["lr_decay_every"])),
+        gamma=optim_cfg["lr_decay_factor"])
+    return optimizer, scheduler
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     """Refuse to clobber an existing run unless ``force``; check a resumable state exists."""
     last = run_dir / "checkpoints" / "last.pt"
@@ -154,15 +169,7 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
     train_set, _, _ = build_split(config, data["train_split"], train=True, backbone=backbone)
 
     optim_cfg = config["optim"]
-    optimizer = torch.optim.SGD(
-        method.param_groups(optim_cfg["lr"], optim_cfg["new_layer_lr_mult"],
-                            optim_cfg["weight_decay"]),
-        lr=optim_cfg["lr"], momentum=optim_cfg["momentum"],
-        nesterov=optim_cfg["nesterov"] and optim_cfg["momentum"] > 0,
-        weight_decay=optim_cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=max(1, int(optim_cfg["lr_decay_every"])),
-        gamma=optim_cfg["lr_decay_factor"])
+    optimizer, scheduler = build_optimizer(method, optim_cfg)
 
     start_epoch, best_metric, best_epoch = 0, None, None
     rows: list[dict] = []
