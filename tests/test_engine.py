@@ -131,3 +131,17 @@ def test_cream_fit_on_a_cam_checkpoint(synthetic, tmp_path):
     run_cli("evaluate", "--checkpoint", str(cream_ckpt), "--output", str(out), "--no-progress",
             "method.stage=calibrated")
     assert 0.0 <= json.loads(out.read_text())["MaxBoxAccV2"] <= 100.0
+
+
+def test_evaluate_cli_on_a_mask_split_reports_pxap(synthetic, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(synthetic, run_dir, "optim.epochs=1", "data.test_splits=[]"),
+          progress=False)
+    out = tmp_path / "masks.json"
+    proc = run_cli("evaluate", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
+                   "--split", "masks:test", "--output", str(out), "--no-progress",
+                   f"data.mask_metadata={synthetic / 'metadata_masks'}",
+                   f"data.mask_root={synthetic / 'masks'}")
+    res = json.loads(out.read_text())
+    assert 0.0 <= res["PxAP"] <= 100.0 and 0.0 <= res["pIoU"] <= 100.0
+    assert "PxAP" in proc.stdout and res["num_images"] == 18
