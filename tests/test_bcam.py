@@ -326,7 +326,7 @@ def test_default_loss_weights_per_backbone():
     assert default_loss_weights("resnet50") == (1.0, 1.0, 1.0, 1.0)
     assert default_loss_weights("vgg16") == (1.0, 0.4, 0.4, 0.2)
     assert default_loss_weights("inception_v3") == (1.0, 0.4, 0.4, 0.2)
-    assert default_loss_weights("efficientnet_lite0") == (1.0, 1.0, 1.0, 1.0)
+    assert default_loss_weights("efficientnet_lite0") == (1.0, 0.4, 0.4, 0.2)
     assert default_loss_weights("tiny_cnn") == default_loss_weights("TinyCNN")
     with pytest.raises(ValueError, match="alexnet"):
         default_loss_weights("alexnet")

@@ -97,9 +97,10 @@ _DEFAULT_WEIGHTS: dict[str, StaggerWeights] = {
     "resnet": StaggerWeights(1.0, 1.0, 1.0, 1.0),  # [code]
     "vgg": StaggerWeights(1.0, 0.4, 0.4, 0.2),  # [code]
     "inception": StaggerWeights(1.0, 0.4, 0.4, 0.2),  # [code]
-    # [inferred] F is the last layer of an ImageNet-pretrained body, as ResNet's layer4 (VGG and
-    # Inception, the 0.4/0.4/0.2 cases, read a freshly initialized conv6 / SPG layer).
-    "efficientnet": StaggerWeights(1.0, 1.0, 1.0, 1.0),
+    # [inferred, chosen on val] on the CUB subset's val split (benchmarks/cub_bcam.py) 1/0.4/0.4/0.2
+    # gave MaxBoxAccV2 74.7 against 66.0 for the ResNet-like 1/1/1/1 (the 1x1 head conv in front
+    # of F is newly trained at 10x lr, like VGG's conv6).
+    "efficientnet": StaggerWeights(1.0, 0.4, 0.4, 0.2),
     # [inferred] trained from scratch: every layer is new, as the conv6 / SPG heads of VGG and
     # Inception, so the gentler background terms keep cross-entropy dominant early on.
     "tiny_cnn": StaggerWeights(1.0, 0.4, 0.4, 0.2),
@@ -115,7 +116,8 @@ def default_loss_weights(backbone_name: str) -> StaggerWeights:
     punctuation ("resnet50", "ResNet50CAM", "tiny_cnn" and "TinyCNN" all match).
 
     ResNet 1/1/1/1 and VGG / Inception 1/0.4/0.4/0.2 are the official CUB settings;
-    EfficientNet (1/1/1/1) and tiny_cnn (1/0.4/0.4/0.2) are our choices (see ``_DEFAULT_WEIGHTS``).
+    EfficientNet (1/0.4/0.4/0.2, chosen on val) and tiny_cnn (1/0.4/0.4/0.2) are our choices (see
+    ``_DEFAULT_WEIGHTS``).
     """
     key = _normalize_name(backbone_name)
     for prefix, weights in _DEFAULT_WEIGHTS.items():
