@@ -3,7 +3,7 @@
     python docs/make_example.py
 
 Needs the runs of benchmarks/cub_subset.py (runs/cub10-cream) and benchmarks/cub_bcam.py
-(runs/cub10-bcam). Writes:
+(runs/cub10-bcam-w1-0.4-0.4-0.2, the B-CAM run selected on val). Writes:
 
 - runs/cub10-cream-selected/: the CREAM run with the inference settings chosen on val (from
   benchmarks/results/cub10_cream.json) as a run directory of its own (same weights and
@@ -63,7 +63,7 @@ def main() -> None:
         shutil.rmtree(cam)
     shutil.copytree(src, cam, ignore=shutil.ignore_patterns("last.pt"))
     OUT.mkdir(parents=True, exist_ok=True)
-    wsol("report", str(cam), str(dst), str(RUNS / "cub10-bcam"), "--out",
+    wsol("report", str(cam), str(dst), str(RUNS / "cub10-bcam-w1-0.4-0.4-0.2"), "--out",
          str(OUT / "report.html"), "--grid-images", "6", "--force",
          "--title", "wsol on the CUB subset: CAM vs CREAM vs B-CAM (EfficientNet-Lite0, CPU)")
     split = dict(line.split()[:2] for line in (CUB / "train_test_split.txt").read_text().splitlines())
