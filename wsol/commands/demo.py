@@ -86,12 +86,14 @@ def run(args: argparse.Namespace) -> int:
     print("[3/5] fitting CREAM's context embeddings on the trained CAM (no retraining)")
     cam_method, info = load_method(run_dir / "checkpoints" / "best.pt")
     torch.manual_seed(args.seed)
-    cream = CREAM.from_cam(cam_method)
+    # EM on unit features (feature_normalization="l2"): the setting the CUB benchmark chose on val.
+    cream = CREAM.from_cam(cam_method, feature_normalization="l2", iterations=3)
     train_set, _, _ = build_split(info["config"], "train", train=False, backbone=cream.backbone)
     with torch.no_grad():
         fit_embeddings(cream, make_eval_loader(train_set, 64), "cpu",
                        progress=not args.no_progress)
-    cream_config = {**info["config"], "method": {"name": "cream"}}
+    cream_config = {**info["config"], "method": {"name": "cream", "feature_normalization": "l2",
+                                                 "iterations": 3}}
     save_checkpoint(run_dir / "cream.pt", cream, config=cream_config,
                     class_names=info["class_names"], epoch=info["epoch"])
 
