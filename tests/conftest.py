@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,16 +22,24 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared():
     return shared_path
 
 
 def run_cli(*args: str, check: bool = True, launcher: list[str] | None = None,
-            timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``python -m wsol ARGS`` (or ``launcher + ARGS``) in a real subprocess."""
-    import subprocess
-    import sys
-
     cmd = (launcher or [sys.executable, "-m", "wsol"]) + list(args)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

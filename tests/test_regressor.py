@@ -21,13 +21,7 @@ from wsol.methods.regressor import (
 from wsol.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rectangle_image(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:

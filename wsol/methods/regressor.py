@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from wsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, to_tensor
-from wsol.models.base import WSOLBackbone
+from wsol.models.base import WSOLBackbone, make_param_groups
 
 __all__ = [
     "BoxEvalTransform",
@@ -220,14 +220,7 @@ class BoxRegressor(nn.Module):
         old = [p for p in self.backbone.parameters()
                if id(p) not in new_ids and id(p) not in skip and p.requires_grad]
         new = [p for p in self.parameters() if id(p) in new_ids and p.requires_grad]
-        groups = []
-        if old:
-            groups.append({"params": old, "lr": lr, "weight_decay": weight_decay,
-                           "name": "pretrained"})
-        if new:
-            groups.append({"params": new, "lr": lr * new_layer_lr_mult,
-                           "weight_decay": weight_decay, "name": "new"})
-        return groups
+        return make_param_groups(old, new, lr, new_layer_lr_mult, weight_decay)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,20 @@ import torch
 from torch import Tensor, nn
 
 
+def make_param_groups(pretrained: list, new: list, lr: float, new_layer_lr_mult: float,
+                      weight_decay: float) -> list[dict]:
+    """SGD groups: ``pretrained`` parameters at ``lr``, ``new`` ones at ``lr * new_layer_lr_mult``
+    (empty groups are left out)."""
+    groups = []
+    if pretrained:
+        groups.append({"params": pretrained, "lr": lr, "weight_decay": weight_decay,
+                       "name": "pretrained"})
+    if new:
+        groups.append({"params": new, "lr": lr * new_layer_lr_mult,
+                       "weight_decay": weight_decay, "name": "new"})
+    return groups
+
+
 class WSOLBackbone(nn.Module):
     """Base class: subclasses set ``self.classifier`` (``nn.Linear(D, C)`` or a 1x1 ``nn.Conv2d``)
     and implement :meth:`forward_features`."""
@@ -79,14 +93,7 @@ class WSOLBackbone(nn.Module):
         new_ids = {id(p) for m in self.new_modules() for p in m.parameters()}
         old = [p for p in self.parameters() if id(p) not in new_ids and p.requires_grad]
         new = [p for p in self.parameters() if id(p) in new_ids and p.requires_grad]
-        groups = []
-        if old:
-            groups.append({"params": old, "lr": lr, "weight_decay": weight_decay,
-                           "name": "pretrained"})
-        if new:
-            groups.append({"params": new, "lr": lr * new_layer_lr_mult,
-                           "weight_decay": weight_decay, "name": "new"})
-        return groups
+        return make_param_groups(old, new, lr, new_layer_lr_mult, weight_decay)
 
     def stages(self) -> list[nn.Module]:
         """The feature extractor as ordered stages (input -> output); the classifier is not one.
