@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.time()
     chosen = json.loads((RESULTS / "cub10_cream.json").read_text())["selection"]["chosen"]
-    method_args = [f"method.stage=fused", f"method.iterations={chosen['iterations']}",
+    method_args = ["method.stage=fused", f"method.iterations={chosen['iterations']}",
                    f"method.tau={chosen['tau']}",
                    f"method.feature_normalization={chosen['feature_normalization']}",
                    f"method.pi_init={chosen['pi_init']}"]
