@@ -83,13 +83,21 @@ def save_checkpoint(
         "best_metric": best_metric,
         "best_epoch": best_epoch,
     }
+    state.update(training_state(optimizer, scheduler, include_rng))
+    return atomic_torch_save(path, state)
+
+
+def training_state(optimizer: torch.optim.Optimizer | None = None, scheduler: Any | None = None,
+                   include_rng: bool = False) -> dict[str, Any]:
+    """The resume-only part of a checkpoint: optimizer, schedule and RNG states (when given)."""
+    state: dict[str, Any] = {}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     if include_rng:
         state["rng"] = capture_rng_state()
-    return atomic_torch_save(path, state)
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -42,7 +42,7 @@ import wsol
 from wsol.config import ConfigError, dump_config, load_config
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform, load_image
-from wsol.engine.checkpoint import capture_rng_state, restore_rng_state
+from wsol.engine.checkpoint import restore_rng_state, training_state
 from wsol.engine.train import (
     _epoch_seed,
     _read_csv,
@@ -183,13 +183,8 @@ def save_regressor_checkpoint(path: str | os.PathLike, model: BoxRegressor, *, c
     given), the layout of :mod:`wsol.engine.checkpoint` with a different format tag."""
     state: dict[str, Any] = {"format": FORMAT, "wsol_version": wsol.__version__,
                              "config": config, "state_dict": model.state_dict(), "epoch": epoch,
-                             "best_metric": best_metric, "best_epoch": best_epoch}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    if include_rng:
-        state["rng"] = capture_rng_state()
+                             "best_metric": best_metric, "best_epoch": best_epoch,
+                             **training_state(optimizer, scheduler, include_rng)}
     return atomic_torch_save(path, state)
 
 
