@@ -36,7 +36,7 @@ def wsol(*args: str) -> None:
 
 def main() -> None:
     from wsol.config import dump_config
-    from wsol.engine.checkpoint import load_checkpoint, load_method, save_checkpoint
+    from wsol.engine.checkpoint import load_method, save_checkpoint
     from wsol.utils.io import atomic_write_text
 
     chosen = json.loads((REPO / "benchmarks" / "results" / "cub10_cream.json").read_text())
@@ -49,10 +49,9 @@ def main() -> None:
         shutil.rmtree(dst)
     (dst / "checkpoints").mkdir(parents=True)
     method, info = load_method(src / "checkpoints" / "best.pt", overrides=overrides)
-    state = load_checkpoint(src / "checkpoints" / "best.pt")
     save_checkpoint(dst / "checkpoints" / "best.pt", method, config=info["config"],
                     class_names=info["class_names"], epoch=info["epoch"],
-                    best_metric=state.get("best_metric"), best_epoch=state.get("best_epoch"))
+                    best_metric=info["best_metric"], best_epoch=info["best_epoch"])
     atomic_write_text(dst / "config.yaml", dump_config(info["config"]))
     shutil.copy(src / "metrics.csv", dst / "metrics.csv")
     wsol("evaluate", "--checkpoint", str(dst / "checkpoints" / "best.pt"), "--split", "test",

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from wsol.config import parse_overrides, set_key
     from wsol.engine import distributed as dist_utils
-    from wsol.engine.checkpoint import load_checkpoint, load_method, save_checkpoint
+    from wsol.engine.checkpoint import load_method, save_checkpoint
     from wsol.engine.data import build_split
     from wsol.engine.evaluate import ShardSampler
     from wsol.methods.cream import CREAM, fit_embeddings
@@ -66,11 +66,10 @@ def run(args: argparse.Namespace) -> int:
                         num_workers=config["data"]["num_workers"])
     with torch.no_grad():
         fit_embeddings(cream, loader, device, mode=args.mode, progress=not args.no_progress)
-    state = load_checkpoint(args.checkpoint)
     if dist_utils.is_main_process():
         save_checkpoint(out, cream, config=config, class_names=info["class_names"],
-                        epoch=info["epoch"], best_metric=state.get("best_metric"),
-                        best_epoch=state.get("best_epoch"))
+                        epoch=info["epoch"], best_metric=info["best_metric"],
+                        best_epoch=info["best_epoch"])
         counts = cream.update_count.cpu()
         print(f"fitted CREAM embeddings on {len(dataset)} images of split {split!r} "
               f"({int((counts[0] > 0).sum())}/{counts.shape[1]} classes with a foreground); "

@@ -120,7 +120,7 @@ def load_method(path: str | os.PathLike, map_location: str | torch.device = "cpu
     """Rebuild the method of a checkpoint and load its weights (eval mode).
 
     Returns ``(method, info)`` where info has ``config``, ``class_names``, ``epoch``, ``method``,
-    ``num_classes`` and ``path``. ``method_overrides`` changes inference-time options of the
+    ``num_classes``, ``best_metric``, ``best_epoch`` and ``path``. ``method_overrides`` changes inference-time options of the
     method (e.g. ``{"stage": "calibrated"}`` for CREAM) without touching the weights;
     ``overrides`` are ``key=value`` strings applied to the saved config (``data.root=...``,
     ``method.iterations=3``, ``eval.cam_curve_interval=0.01``).
@@ -149,6 +149,8 @@ def load_method(path: str | os.PathLike, map_location: str | torch.device = "cpu
         "epoch": state.get("epoch"),
         "method": state.get("method"),
         "num_classes": state["num_classes"],
+        "best_metric": state.get("best_metric"),
+        "best_epoch": state.get("best_epoch"),
         "path": str(path),
     }
     return method, info

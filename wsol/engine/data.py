@@ -44,12 +44,16 @@ def _metadata_for(config: dict, split: str) -> tuple[Metadata, str | None]:
 
 
 def build_split(config: dict, split: str, *, train: bool, backbone: WSOLBackbone | None,
-                metadata_only: bool = False):
+                metadata_only: bool = False, metadata: Metadata | None = None):
     """``(dataset, metadata, mask_root)`` of a split, or its metadata alone.
 
-    The transform normalizes with the backbone's ``input_mean``/``input_std``.
+    The transform normalizes with the backbone's ``input_mean``/``input_std``. ``metadata``
+    reuses a split already read (``metadata_only=True`` first, to size the classifier).
     """
-    metadata, mask_root = _metadata_for(config, split)
+    if metadata is None:
+        metadata, mask_root = _metadata_for(config, split)
+    else:
+        mask_root = config["data"].get("mask_root")
     if metadata_only:
         return metadata
     data = config["data"]

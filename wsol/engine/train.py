@@ -161,12 +161,12 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
     data = config["data"]
     class_names = read_class_names(data.get("class_names"))
     # The backbone's input normalization decides the transforms: build the method first.
-    train_meta_probe = build_split(config, data["train_split"], train=True, backbone=None,
-                                   metadata_only=True)
-    num_classes = train_meta_probe.num_classes
-    method = build_from_config(config, num_classes=num_classes).to(device)
+    train_meta = build_split(config, data["train_split"], train=True, backbone=None,
+                             metadata_only=True)
+    method = build_from_config(config, num_classes=train_meta.num_classes).to(device)
     backbone = method.backbone
-    train_set, _, _ = build_split(config, data["train_split"], train=True, backbone=backbone)
+    train_set, _, _ = build_split(config, data["train_split"], train=True, backbone=backbone,
+                                  metadata=train_meta)
 
     optim_cfg = config["optim"]
     optimizer, scheduler = build_optimizer(method, optim_cfg)
