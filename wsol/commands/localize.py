@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -274,15 +273,10 @@ def _resolve_threshold(args: argparse.Namespace) -> tuple[float, str]:
             raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
         return args.threshold, "--threshold"
     if args.threshold_from is not None:
+        from wsol.utils.io import read_json_object
+
         path = Path(args.threshold_from)
-        if not path.is_file():
-            raise FileNotFoundError(f"--threshold-from {path}: no such file")
-        try:
-            results = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--threshold-from {path}: not valid JSON ({exc})") from None
-        if not isinstance(results, dict):
-            raise ValueError(f"--threshold-from {path}: expected a JSON object")
+        results = read_json_object(path, "--threshold-from")
         value = threshold_from_results(results, args.iou, source=str(path))
         return value, f"{path} (best at IoU {args.iou})"
     return DEFAULT_THRESHOLD, "default (CAM's 0.2)"

@@ -42,13 +42,13 @@ import wsol
 from wsol.config import ConfigError, dump_config, load_config
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform, load_image
-from wsol.engine.checkpoint import restore_rng_state, training_state
+from wsol.engine.checkpoint import training_state
 from wsol.engine.train import (
     _epoch_seed,
-    _read_csv,
     _write_csv,
     build_optimizer,
     prepare_run_dir,
+    restore_training,
     seed_everything,
 )
 from wsol.localization import box_iou, postprocess_maps
@@ -61,7 +61,12 @@ from wsol.methods.regressor import (
     xyxy_to_xywh,
 )
 from wsol.models import create_model
-from wsol.utils.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from wsol.utils.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_json_object,
+)
 
 __all__ = [
     "FORMAT",
@@ -241,13 +246,8 @@ def threshold_from_results(path: str | os.PathLike,
     ``eval.multi_contour=false`` for the v1-optimal threshold.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--threshold-from: {path} does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--threshold-from: {path} is not valid JSON ({exc})") from None
-    split = results.get("split") if isinstance(results, dict) else None
+    results = read_json_object(path, "--threshold-from")
+    split = results.get("split")
     if split is not None and (split in test_splits or str(split).split(":")[-1] == "test"):
         raise ValueError(f"--threshold-from: {path} holds results of split {split!r}; the "
                          "pseudo-box threshold must be chosen on the val split, never on test")
@@ -644,17 +644,8 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
     rows: list[dict] = []
     if resume:
         state = load_regressor_checkpoint(ckpt_dir / "last.pt")
-        for section in ("model", "regressor"):
-            if state["config"][section] != config[section]:
-                raise ConfigError(f"--resume: {section} config differs from the checkpoint's "
-                                  f"({state['config'][section]} vs {config[section]})")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"])
-        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
-        restore_rng_state(state["rng"])
-        rows = _read_csv(run_dir / "metrics.csv")[:start_epoch]
+        start_epoch, best_metric, best_epoch, rows = restore_training(
+            state, model, optimizer, scheduler, config, ("model", "regressor"), run_dir)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
 
     loader = DataLoader(train_set, batch_size=int(data["batch_size"]), shuffle=True,

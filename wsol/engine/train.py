@@ -70,6 +70,25 @@ def build_optimizer(model, optim_cfg: dict):
     return optimizer, scheduler
 
 
+def restore_training(state: dict, model, optimizer, scheduler, config: dict,
+                     sections: tuple[str, ...], run_dir: Path):
+    """Load a ``last.pt`` state for ``--resume``: weights, optimizer, schedule, RNG; check that
+    the config ``sections`` that shape the model did not change. Returns ``(start_epoch,
+    best_metric, best_epoch, metrics rows so far)``."""
+    for section in sections:
+        if state["config"][section] != config[section]:
+            raise ConfigError(f"--resume: {section} config differs from the checkpoint's "
+                              f"({state['config'][section]} vs {config[section]})")
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "rng" in state:
+        restore_rng_state(state["rng"])
+    start_epoch = int(state["epoch"])
+    rows = _read_csv(run_dir / "metrics.csv")[:start_epoch]
+    return start_epoch, state.get("best_metric"), state.get("best_epoch"), rows
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     """Refuse to clobber an existing run unless ``force``; check a resumable state exists."""
     last = run_dir / "checkpoints" / "last.pt"
@@ -175,19 +194,8 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
     rows: list[dict] = []
     if resume:
         state = load_checkpoint(ckpt_dir / "last.pt", map_location="cpu")
-        for section in ("model", "method"):
-            if state["config"][section] != config[section]:
-                raise ConfigError(
-                    f"--resume: {section} config differs from the checkpoint's "
-                    f"({state['config'][section]} vs {config[section]})")
-        method.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"])
-        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
-        if "rng" in state:
-            restore_rng_state(state["rng"])
-        rows = _read_csv(run_dir / "metrics.csv")[:start_epoch]
+        start_epoch, best_metric, best_epoch, rows = restore_training(
+            state, method, optimizer, scheduler, config, ("model", "method"), run_dir)
     if main:
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
 

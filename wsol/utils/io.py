@@ -54,3 +54,18 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_json_object(path: str | os.PathLike, what: str = "") -> dict:
+    """Read a JSON file whose top level is an object; errors name ``what`` and the path."""
+    path = Path(path)
+    prefix = f"{what} {path}" if what else str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{prefix}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{prefix}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix}: expected a JSON object at the top level")
+    return data

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wsol.utils.io import read_json_object
 
 #: (results key, column title); dotted keys read nested mappings.
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -80,12 +81,9 @@ class RunSummary:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path}: expected a JSON object at the top level")
-    return data
+        return read_json_object(path)
+    except ValueError as exc:
+        raise RunDirError(str(exc)) from None
 
 
 def load_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSummary:
