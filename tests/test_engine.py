@@ -37,6 +37,10 @@ def test_train_then_evaluate_writes_a_complete_run(synthetic, tmp_path):
         assert 0.0 <= results[key] <= 100.0, key
     assert results["top1_loc"] <= results["gt_known_loc"] + 1e-9
     assert set(results["max_box_acc_by_iou"]) == {"30", "50", "70"}
+    hist = results["score_histograms"]  # fg/bg activation histograms (the paper's Fig. 1)
+    pixels = sum(hist["inside_gt_boxes"]) + sum(hist["outside_gt_boxes"])
+    assert pixels == results["num_images"] * 64 * 64
+    assert sum(hist["inside_gt_boxes"]) > 0 and sum(hist["outside_gt_boxes"]) > 0
     # the resolved config round-trips
     assert load_config(run_dir / "config.yaml")["optim"]["epochs"] == 2
 

@@ -94,7 +94,8 @@ def evaluate(
     method.eval()
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
-        iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root)
+        iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
+        score_histograms=metadata.boxes is not None)  # fg/bg score histograms (paper's Fig. 1)
     grad_ctx = torch.enable_grad if inner.maps_need_grad else torch.no_grad
     use_amp = amp and device.type == "cuda"
     batches = tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process()))
