@@ -56,13 +56,18 @@ def main() -> None:
     shutil.copy(src / "metrics.csv", dst / "metrics.csv")
     wsol("evaluate", "--checkpoint", str(dst / "checkpoints" / "best.pt"), "--split", "test",
          "--output", str(dst / "results.json"), "--no-progress")
-    # the CAM baseline: the same weights at stage=cam (the run's own results.json)
-    cam = RUNS / "cub10-cam-view"
-    if cam.exists():
-        shutil.rmtree(cam)
-    shutil.copytree(src, cam, ignore=shutil.ignore_patterns("last.pt"))
+    # the CAM baseline (the same weights at stage=cam) and B-CAM, as copies whose results.json
+    # is re-evaluated by this version (with the fg/bg score histograms)
+    views = {"cub10-cam-view": src, "cub10-bcam-view": RUNS / "cub10-bcam-w1-0.4-0.4-0.2"}
+    for name, run in views.items():
+        view = RUNS / name
+        if view.exists():
+            shutil.rmtree(view)
+        shutil.copytree(run, view, ignore=shutil.ignore_patterns("last.pt"))
+        wsol("evaluate", "--checkpoint", str(view / "checkpoints" / "best.pt"), "--split", "test",
+             "--output", str(view / "results.json"), "--force", "--no-progress")
     OUT.mkdir(parents=True, exist_ok=True)
-    wsol("report", str(cam), str(dst), str(RUNS / "cub10-bcam-w1-0.4-0.4-0.2"), "--out",
+    wsol("report", str(RUNS / "cub10-cam-view"), str(dst), str(RUNS / "cub10-bcam-view"), "--out",
          str(OUT / "report.html"), "--grid-images", "6", "--force",
          "--title", "wsol on the CUB subset: CAM vs CREAM vs B-CAM (EfficientNet-Lite0, CPU)")
     split = dict(line.split()[:2] for line in (CUB / "train_test_split.txt").read_text().splitlines())
