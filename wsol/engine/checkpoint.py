@@ -100,17 +100,26 @@ def training_state(optimizer: torch.optim.Optimizer | None = None, scheduler: An
     return state
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and validate a checkpoint file."""
+def read_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                         error: type[ValueError] | None = None,
+                         what: str = "checkpoint") -> object:
+    """``torch.load`` a file, turning a missing or unreadable file into ``error`` naming it."""
+    error = error or CheckpointError
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from None
+        raise error(f"{what} {path} could not be read: {exc}") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read and validate a checkpoint file."""
+    state = read_checkpoint_file(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a wsol checkpoint (no 'format: {FORMAT}' entry)")
+        raise CheckpointError(
+            f"{Path(path)} is not a wsol checkpoint (no 'format: {FORMAT}' entry)")
     return state
 
 
@@ -120,8 +129,9 @@ def load_method(path: str | os.PathLike, map_location: str | torch.device = "cpu
     """Rebuild the method of a checkpoint and load its weights (eval mode).
 
     Returns ``(method, info)`` where info has ``config``, ``class_names``, ``epoch``, ``method``,
-    ``num_classes``, ``best_metric``, ``best_epoch`` and ``path``. ``method_overrides`` changes inference-time options of the
-    method (e.g. ``{"stage": "calibrated"}`` for CREAM) without touching the weights;
+    ``num_classes``, ``best_metric``, ``best_epoch`` and ``path``. ``method_overrides`` changes
+    inference-time options of the method (e.g. ``{"stage": "calibrated"}`` for CREAM) without
+    touching the weights;
     ``overrides`` are ``key=value`` strings applied to the saved config (``data.root=...``,
     ``method.iterations=3``, ``eval.cam_curve_interval=0.01``).
     """

@@ -42,7 +42,7 @@ import wsol
 from wsol.config import ConfigError, dump_config, load_config
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform, load_image
-from wsol.engine.checkpoint import training_state
+from wsol.engine.checkpoint import read_checkpoint_file, training_state
 from wsol.engine.train import (
     _epoch_seed,
     _write_csv,
@@ -197,13 +197,8 @@ def load_regressor_checkpoint(path: str | os.PathLike,
                               map_location: str | torch.device = "cpu") -> dict:
     """Read a regressor checkpoint; a classifier checkpoint or any other file is refused."""
     path = Path(path)
-    if not path.is_file():
-        raise RegressorCheckpointError(f"regressor checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise RegressorCheckpointError(f"regressor checkpoint {path} could not be read: {exc}") \
-            from None
+    state = read_checkpoint_file(path, map_location, RegressorCheckpointError,
+                                 "regressor checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         hint = " (a classifier checkpoint: pass it as --classifier)" \
