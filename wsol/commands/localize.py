@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import torch
 
     from wsol.methods.base import WSOLMethod
 
@@ -235,20 +234,6 @@ def boxes_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def _resolve_class(value: str, num_classes: int, names: list[str] | None) -> int | None:
     if value == "top1":
         return None
@@ -292,6 +277,7 @@ def _check_out(out: Path, force: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     import wsol
     from wsol.engine.checkpoint import load_method
+    from wsol.utils.device import resolve_device
     from wsol.localize import resolve_method
     from wsol.utils.io import atomic_write_json, atomic_write_text
 
@@ -305,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     items = find_images(args.inputs)
     if not items:
         raise FileNotFoundError(f"no .jpg/.jpeg/.png images found in {' '.join(args.inputs)}")
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     loaded, info = load_method(args.checkpoint, "cpu", overrides=args.overrides)
     method = resolve_method(loaded, args.method, str(args.checkpoint)).to(device)
     config = info["config"]

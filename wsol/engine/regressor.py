@@ -61,6 +61,7 @@ from wsol.methods.regressor import (
     xyxy_to_xywh,
 )
 from wsol.models import create_model
+from wsol.utils.device import resolve_device
 from wsol.utils.io import (
     atomic_torch_save,
     atomic_write_json,
@@ -558,12 +559,6 @@ def evaluate_regressor(regressor: BoxRegressor, metadata: Metadata, image_root: 
 # Step 2: training
 # --------------------------------------------------------------------------------------------
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _xywh_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU of continuous normalized ``(x, y, w, h)`` boxes, row by row (training diagnostic)."""
     iw = (torch.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
@@ -620,7 +615,7 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
     ckpt_dir = run_dir / "checkpoints"
     metadata = _train_split(config)
     prepare_run_dir(run_dir, resume, force)
-    device = _resolve_device(config["device"])
+    device = resolve_device(config["device"], "device")
     seed, deterministic = int(config["seed"]), bool(config["deterministic"])
     seed_everything(seed, deterministic)
     model = build_regressor(config).to(device)
