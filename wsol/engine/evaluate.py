@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsol.data.metadata import Metadata
+from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
 from wsol.localization import postprocess_maps
 from wsol.methods import WSOLMethod
@@ -85,7 +86,7 @@ def evaluate(
     from tqdm import tqdm
 
     device = torch.device(device)
-    inner = method.module if hasattr(method, "module") else method
+    inner = unwrap(method)
     if eval_type not in ("prob", "mask"):
         raise ValueError(f"eval_type must be 'prob' or 'mask', got {eval_type!r}")
     if eval_type == "mask" and not hasattr(inner, "localization_masks"):
