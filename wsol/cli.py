@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 import wsol
 import wsol.commands
+from wsol.errors import UserError, WsolError
 
-
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback, exit code 2."""
+__all__ = ["UserError", "build_parser", "main"]
 
 
 def _command_modules() -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from wsol.errors import ConfigError
 
 #: Every known key with its default and meaning.
 DEFAULTS: dict[str, Any] = {
@@ -76,8 +77,6 @@ DEFAULTS: dict[str, Any] = {
 _OPEN_SECTIONS = ("model", "method")
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key (and file)."""
 
 
 def _parse_value(text: str) -> Any:

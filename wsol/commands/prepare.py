@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from wsol.cli import UserError
+from wsol.errors import UserError
 
 NAME = "prepare"
 HELP = "build metadata for CUB or a synthetic dataset; check ILSVRC / OpenImages image roots"

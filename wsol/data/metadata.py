@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsol.utils.io import atomic_write_text
+from wsol.errors import MetadataError
 
 Box = tuple[int, int, int, int]
 
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 
 
-class MetadataError(ValueError):
-    """Malformed metadata; the message names the file and line."""
 
 
 @dataclass

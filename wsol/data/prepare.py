@@ -49,12 +49,11 @@ from pathlib import Path
 from wsol.data.datasets import ImageCheckReport, check_images
 from wsol.data.metadata import FILES, Box, Metadata, read_metadata, write_metadata
 from wsol.data.transforms import load_image
+from wsol.errors import PrepareError
 
 SPLITS = ("train", "val", "test")
 
 
-class PrepareError(ValueError):
-    """Bad input to a preparation step; the message names the file (and line)."""
 
 
 # ----------------------------------------------------------------------------------------- CUB

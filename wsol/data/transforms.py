@@ -34,13 +34,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from wsol.errors import ImageLoadError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageLoadError(ValueError):
-    """An image file is missing, unreadable or corrupt; the message names the file."""
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -24,12 +24,11 @@ from torch import nn
 import wsol
 from wsol.methods import WSOLMethod
 from wsol.utils.io import atomic_torch_save
+from wsol.errors import CheckpointError
 
 FORMAT = "wsol-checkpoint"
 
 
-class CheckpointError(ValueError):
-    """The file is not a usable wsol checkpoint; the message names it."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -237,9 +237,10 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
             images = batch["image"].to(device, non_blocking=True)
             labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
+            images, targets = method.prepare_batch(images, labels)
             with torch.autocast("cuda", enabled=use_amp):
                 outputs = model(images)
-                loss = method.loss(outputs, labels)
+                loss = method.loss(outputs, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1}, step {step}: loss is {loss.item()}")
             scaler.scale(loss).backward()

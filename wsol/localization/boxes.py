@@ -41,20 +41,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from wsol.errors import ScoreMapError
 
 #: Accepted map types: a NumPy array or a torch tensor (any device), float32 or float64.
 ScoreMap = np.ndarray | torch.Tensor
 
 
-class ScoreMapError(ValueError):
-    """A score map that the protocol cannot evaluate (NaN, values outside [0, 1], wrong dtype).
-
-    ``index`` is the offending map's position in its batch, when known.
-    """
-
-    def __init__(self, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 def check_scoremaps(maps: ScoreMap) -> None:

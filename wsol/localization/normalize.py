@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsol.utils.maps import minmax_per_image
+
 Maps = TypeVar("Maps", torch.Tensor, np.ndarray)
 
 NORMALIZATIONS = ("minmax", "max", "pas", "ivr")
@@ -74,10 +76,7 @@ def normalize_maps(maps: Maps, method: str = "minmax", *, percentile: float | No
     flat = x.reshape(x.shape[0], -1)
     bad = torch.isnan(flat).any(dim=1)
     if method == "minmax":
-        lo = flat.amin(dim=1, keepdim=True)
-        hi = flat.amax(dim=1, keepdim=True)
-        out = (flat - lo) / (hi - lo)
-        bad |= (hi == lo).squeeze(1)
+        out = minmax_per_image(flat)
     elif method == "max":
         pos = flat.clamp_min(0)
         hi = pos.amax(dim=1, keepdim=True)

@@ -3,10 +3,16 @@ localization map.
 
 The engine calls, per training batch::
 
+    images, targets = method.prepare_batch(images, labels)  # training-only input changes
     outputs = method(images)                   # dict with at least "logits" (B, C)
-    loss = method.loss(outputs, labels)        # differentiable scalar
+    loss = method.loss(outputs, targets)       # differentiable scalar
     loss.backward(); optimizer.step()
     method.update_state(outputs, labels)       # no-grad side state (CREAM's embeddings)
+
+``prepare_batch`` is where input-level training behaviour lives (HaS hides patches, CutMix
+mixes images and returns mixed targets); it draws from torch's global RNG, which the engine
+seeds per epoch. ``targets`` is whatever the method's ``loss`` understands (the labels by
+default).
 
 and, per evaluation batch (under ``torch.no_grad()`` unless ``maps_need_grad``)::
 
@@ -21,7 +27,7 @@ Methods whose maps are binary masks (B-CAM's ``mask`` evaluation) also implement
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -46,6 +52,10 @@ class WSOLMethod(nn.Module):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         features = self.backbone.forward_features(images)
         return {"features": features, "logits": self.backbone.forward_head(features)}
+
+    def prepare_batch(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Any]:
+        """Training-time input transform before the forward pass (default: none)."""
+        return images, labels
 
     def loss(self, outputs: dict[str, Tensor], labels: Tensor) -> Tensor:
         return nn.functional.cross_entropy(outputs["logits"], labels)

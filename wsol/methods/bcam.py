@@ -73,6 +73,7 @@ from torch import Tensor, nn
 from wsol.methods.base import WSOLMethod
 from wsol.methods.registry import register_method
 from wsol.models.base import WSOLBackbone
+from wsol.utils.maps import minmax_per_image
 
 MapType = Literal["gradient", "weight"]
 Variant = Literal["cub", "ilsvrc", "openimages"]
@@ -182,17 +183,6 @@ def gradient_weighted_map(grads: Tensor, features: Tensor, variant: str) -> Tens
     if variant == "openimages":
         return (features * channel_weights).sum(dim=1)
     raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-
-
-def minmax_per_image(maps: Tensor) -> Tensor:
-    """``(s - min) / (max - min)`` per image of ``(B, h, w)``; NaN or constant maps -> zeros."""
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    bad = ~torch.isfinite(span) | (span <= 0) | torch.isnan(flat).any(dim=1, keepdim=True)
-    out = (flat - lo) / torch.where(bad, torch.ones_like(span), span)
-    return torch.where(bad, torch.zeros_like(out), out).view_as(maps)
 
 
 def masks_from_maps(fore: Tensor, back: Tensor, size: tuple[int, int],

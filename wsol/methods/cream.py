@@ -44,6 +44,7 @@ from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is
 from wsol.methods.base import WSOLMethod
 from wsol.methods.registry import register_method
 from wsol.models.base import WSOLBackbone
+from wsol.utils.maps import minmax_per_image
 
 __all__ = [
     "CREAM",
@@ -71,23 +72,9 @@ _EPS = 1e-12
 # --------------------------------------------------------------------------------------------
 
 def minmax_normalize(maps: Tensor) -> Tensor:
-    """Per-image min-max normalization ``(m - min) / (max - min)`` over all but the batch dim.
-
-    As in the evaluation protocol (method-spec §1): an image whose map contains a NaN or is
-    constant (``max == min``) gets an all-zero map. Returns a float tensor of ``maps``' shape.
-    """
-    if maps.ndim < 2:
-        raise ValueError(f"maps must be batch-first with >= 2 dims, got shape {tuple(maps.shape)}")
-    flat = maps.reshape(maps.shape[0], -1)
-    if not flat.is_floating_point():
-        flat = flat.float()
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    span = hi - lo
-    bad = torch.isnan(flat).any(dim=1, keepdim=True) | ~(span > 0)
-    out = (flat - lo) / torch.where(bad, torch.ones_like(span), span)
-    out = out.masked_fill(bad, 0.0)
-    return out.reshape(maps.shape)
+    """Per-image min-max normalization (:func:`wsol.utils.maps.minmax_per_image`): NaN or
+    constant maps become zeros, as in the evaluation protocol (method-spec §1)."""
+    return minmax_per_image(maps)
 
 
 def cam_guided_mask(cams: Tensor, tau: float = 0.2) -> Tensor:

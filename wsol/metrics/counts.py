@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from wsol.errors import MetricError
 
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11
     from typing_extensions import Self
 
 
-class MetricError(ValueError):
-    """A metric that cannot be computed from what was accumulated (e.g. no images)."""
 
 
 class CountAccumulator:

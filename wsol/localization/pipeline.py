@@ -1,0 +1,138 @@
+"""The one maps pipeline: images -> forward -> class maps -> upsample -> normalize.
+
+Every consumer of localization maps (``wsol evaluate``, validation inside training,
+``wsol localize`` and :class:`wsol.Localizer`, the regressor's pseudo boxes, benchmarks and
+reports) goes through :func:`compute_maps`, so the grad/no-grad decision, the eval-mode
+switch, mixed precision and the post-processing are written once. For images ``x``
+``(B, 3, H, W)`` and classes ``c`` (given, or the top-1 prediction):
+
+1. ``outputs = method(x)`` in eval mode (restored afterwards), under ``torch.no_grad()``
+   unless the method declares ``maps_need_grad`` (gradient maps);
+2. ``raw = method.localization_maps(outputs, c)`` ``(B, h, w)`` at feature resolution (CAM's
+   Eq.1, CREAM's Eq.11/12, B-CAM's gradient map, ...);
+3. ``maps = normalize(upsample_bicubic(raw, size))`` per image (method-spec §1), values in
+   [0, 1]; or, with ``eval_type="mask"``, the method's threshold-free binary masks
+   (``method.localization_masks``, B-CAM) as 0/1 floats.
+
+Everything stays on the model's device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from wsol.localization.normalize import postprocess_maps
+
+__all__ = ["EVAL_TYPES", "MapBatch", "autocast_context", "compute_maps", "model_device"]
+
+EVAL_TYPES = ("prob", "mask")
+
+
+@dataclass(frozen=True)
+class MapBatch:
+    """What :func:`compute_maps` returns; every tensor is on the model's device.
+
+    - ``maps``: ``(B, H, W)`` float in [0, 1] (``eval_type="mask"``: 0/1).
+    - ``logits``: ``(B, C)`` float, detached.
+    - ``classes``: ``(B,)`` int64, the class each map belongs to.
+    - ``stages``: for methods with several map stages (CREAM's ``cam``/``calibrated``/
+      ``fused``) the post-processed map of each requested stage, else empty.
+    """
+
+    maps: Tensor
+    logits: Tensor
+    classes: Tensor
+    stages: dict[str, Tensor]
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    @property
+    def scores(self) -> Tensor:
+        """Softmax probability of each image's class, ``(B,)``."""
+        return self.logits.softmax(dim=1).gather(1, self.classes[:, None])[:, 0]
+
+
+def model_device(module: torch.nn.Module) -> torch.device:
+    """The device of the first parameter (or buffer) of ``module``; CPU when it has none."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def autocast_context(device: torch.device, amp: bool | str | None):
+    """Mixed precision for a forward pass: ``amp`` false/None -> none; ``True``/``"bf16"`` ->
+    bfloat16 autocast (CPU, and CUDA where bf16 is supported); ``"fp16"`` -> float16 (CUDA)."""
+    if not amp:
+        return contextlib.nullcontext()
+    if amp is True:
+        amp = "bf16"
+    if amp == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"amp must be false, true, 'bf16' or 'fp16' (CUDA), got {amp!r} on "
+                     f"{device.type}")
+
+
+def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
+                 size: tuple[int, int] | None = None, normalization: str = "minmax", *,
+                 eval_type: str = "prob", amp: bool | str | None = False,
+                 stages: Sequence[str] = ()) -> MapBatch:
+    """Normalized localization maps of a batch (see the module docstring for the steps).
+
+    Args:
+        method: a :class:`~wsol.methods.base.WSOLMethod` (its train/eval mode is restored).
+        images: ``(B, 3, H, W)`` normalized float tensor (moved to the model's device).
+        classes: ``(B,)`` class per image; ``None`` takes the top-1 prediction.
+        size: ``(H, W)`` of the output maps; default the input size.
+        normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
+        eval_type: ``prob`` (score maps) or ``mask`` (threshold-free masks).
+        amp: mixed precision of the forward pass (:func:`autocast_context`); maps are
+            computed in float32 from the autocast features.
+        stages: extra map stages to return as well (CREAM's ``maps_by_stage``).
+    """
+    if eval_type not in EVAL_TYPES:
+        raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
+    if eval_type == "mask" and not hasattr(method, "localization_masks"):
+        raise ValueError(f"method {getattr(method, 'name', type(method).__name__)!r} has no "
+                         "threshold-free masks (eval_type='mask')")
+    device = model_device(method)
+    images = images.to(device, non_blocking=True)
+    size = tuple(images.shape[2:]) if size is None else (int(size[0]), int(size[1]))
+    was_training = method.training
+    method.eval()
+    grad = torch.enable_grad if getattr(method, "maps_need_grad", False) else torch.no_grad
+    try:
+        with grad():
+            with autocast_context(device, amp):
+                outputs = method(images)
+            outputs = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+                       for k, v in outputs.items()}
+            logits = outputs["logits"].detach()
+            if classes is None:
+                classes = logits.argmax(dim=1)
+            classes = torch.as_tensor(classes).to(device=device, dtype=torch.long)
+            if eval_type == "mask":
+                maps = method.localization_masks(outputs, classes, size).detach().float()
+            else:
+                raw = method.localization_maps(outputs, classes).detach().float()
+                maps = postprocess_maps(raw, size, normalization)
+            extra: dict[str, Tensor] = {}
+            if stages:
+                by_stage = method.maps_by_stage(outputs, classes)
+                extra = {s: postprocess_maps(by_stage[s].detach().float(), size, normalization)
+                         for s in stages if s in by_stage}
+        del outputs
+    finally:
+        method.train(was_training)
+    return MapBatch(maps=maps, logits=logits, classes=classes, stages=extra)
