@@ -1,4 +1,4 @@
-"""wsol.localize (the API) and ``wsol localize`` (the command)."""
+"""wsol.localization.localize (the API) and ``wsol localize`` (the command)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from wsol.commands.localize import LocalizeSettings, find_images, localize_images
-from wsol.localize import (
-    LocalizationResult,
-    localize,
-    resolve_method,
-    scale_boxes,
-    threshold_from_results,
-)
+from wsol.localization import LocalizationResult, localize, scale_boxes
+from wsol.methods.resolve import resolve_method
+from wsol.metrics.results import threshold_from_results
 from wsol.methods.cam import CAM
 from wsol.models.base import WSOLBackbone
 

@@ -8,11 +8,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Loaded on first access so that ``import wsol`` stays light (no torch import).
-# ``wsol.localize`` is the callable module :mod:`wsol.localize`: ``wsol.localize(method, images)``.
-_LAZY = {"localize": ("wsol.localize", None),
-         "LocalizationResult": ("wsol.localize", "LocalizationResult")}
+# ``wsol.localize(method, images)`` is :func:`wsol.localization.pipeline.localize`.
+_LAZY = {"localize": ("wsol.localization.pipeline", "localize"),
+         "compute_maps": ("wsol.localization.pipeline", "compute_maps"),
+         "LocalizationResult": ("wsol.localization.pipeline", "LocalizationResult")}
 
-__all__ = ["LocalizationResult", "__version__", "localize"]
+__all__ = ["LocalizationResult", "__version__", "compute_maps", "localize"]
 
 
 def __getattr__(name: str) -> Any:

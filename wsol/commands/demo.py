@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from wsol.engine.data import build_split
     from wsol.engine.evaluate import make_eval_loader
     from wsol.engine.train import evaluate_split, train
-    from wsol.localize import localize
+    from wsol.localization.pipeline import localize
     from wsol.methods.cream import CREAM, fit_embeddings
     from wsol.viz._figure import save_png
     from wsol.viz.grid import plot_method_grid

@@ -1,14 +1,14 @@
 """``wsol localize --checkpoint FILE IMAGE_OR_DIR... --out DIR``: maps and boxes for any images.
 
 Every JPEG/PNG (any size; grayscale, palette and RGBA images are converted to RGB) goes through
-the checkpoint's evaluation transform (resize to ``S x S``, normalize), :func:`wsol.localize.localize`
+the checkpoint's evaluation transform (resize to ``S x S``, normalize), :func:`wsol.localization.localize`
 in batches, and back to its original resolution. ``DIR`` receives:
 
 - ``overlays/<name>.png``: the map (jet) over the image at its original resolution, the
   predicted box (green) and ``class score``;
 - ``maps/<name>.npy``: the normalized map resized (bilinear) to the original ``(H0, W0)``, float16;
 - ``boxes.json`` / ``boxes.csv``: one record per image, the box in original pixels
-  (:func:`wsol.localize.scale_boxes`), the class, its name and its softmax score;
+  (:func:`wsol.localization.geometry.scale_boxes`), the class, its name and its softmax score;
 - ``manifest.json``: library version, checkpoint, method, settings, counts, skipped files.
 
 ``<name>`` is the file's stem, or its path below a directory argument (directories are searched
@@ -172,7 +172,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     from tqdm import tqdm
 
     from wsol.data.transforms import EvalTransform, ImageLoadError, load_image
-    from wsol.localize import localize, scale_boxes
+    from wsol.localization import localize, scale_boxes
 
     backbone = method.backbone
     transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
@@ -251,7 +251,8 @@ def _resolve_class(value: str, num_classes: int, names: list[str] | None) -> int
 
 
 def _resolve_threshold(args: argparse.Namespace) -> tuple[float, str]:
-    from wsol.localize import DEFAULT_THRESHOLD, threshold_from_results
+    from wsol.localization.pipeline import DEFAULT_THRESHOLD
+    from wsol.metrics.results import threshold_from_results
 
     if args.threshold is not None:
         if not 0.0 <= args.threshold < 1.0:
@@ -278,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     import wsol
     from wsol.engine.checkpoint import load_method
     from wsol.utils.device import resolve_device
-    from wsol.localize import resolve_method
+    from wsol.methods.resolve import resolve_method
     from wsol.utils.io import atomic_write_json, atomic_write_text
 
     out = Path(args.out)

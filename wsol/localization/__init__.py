@@ -1,6 +1,8 @@
 """Score maps -> normalized maps -> boxes and masks (wsolevaluation protocol, method-spec §1, §4).
 
-Typical use on a batch of raw method maps ``(B, h, w)``::
+The one maps pipeline is :func:`compute_maps` (images -> normalized maps on the device);
+:func:`localize` adds boxes; :func:`scale_boxes` takes boxes to original pixels.
+Post-processing raw method maps ``(B, h, w)`` directly::
 
     from wsol.localization import postprocess_maps, boxes_from_map
     maps = postprocess_maps(raw, size=(224, 224), normalization="minmax")   # on device
@@ -17,6 +19,7 @@ from wsol.localization.boxes import (
     quantize_maps,
     resize_boxes,
 )
+from wsol.localization.geometry import scale_boxes
 from wsol.localization.masks import masks_from_map
 from wsol.localization.normalize import (
     NORMALIZATIONS,
@@ -24,8 +27,21 @@ from wsol.localization.normalize import (
     postprocess_maps,
     upsample_maps,
 )
+from wsol.localization.pipeline import (
+    DEFAULT_THRESHOLD,
+    LocalizationResult,
+    MapBatch,
+    compute_maps,
+    localize,
+)
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
+    "LocalizationResult",
+    "MapBatch",
+    "compute_maps",
+    "localize",
+    "scale_boxes",
     "NORMALIZATIONS",
     "ScoreMapError",
     "box_iou",

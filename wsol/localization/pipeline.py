@@ -28,7 +28,8 @@ from torch import Tensor
 
 from wsol.localization.normalize import postprocess_maps
 
-__all__ = ["EVAL_TYPES", "MapBatch", "autocast_context", "compute_maps", "model_device"]
+__all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
+           "compute_maps", "localize", "model_device"]
 
 EVAL_TYPES = ("prob", "mask")
 
@@ -136,3 +137,74 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
     finally:
         method.train(was_training)
     return MapBatch(maps=maps, logits=logits, classes=classes, stages=extra)
+
+
+#: CAM's customary box threshold (Zhou et al. 2016; the paper's tau = 0.2). Prefer the best
+#: threshold found on a fully supervised split (:func:`wsol.metrics.results.threshold_from_results`).
+DEFAULT_THRESHOLD = 0.2
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Output of :func:`localize`; every tensor is on the model's device.
+
+    - ``maps``: ``(B, H, W)`` float, normalized to [0, 1], at the input resolution.
+    - ``boxes``: ``(B, 4)`` int64 ``(x0, y0, x1, y1)`` in input pixels (protocol convention).
+    - ``classes``: ``(B,)`` int64, the class each map and box belongs to.
+    - ``scores``: ``(B,)`` float, the softmax probability of that class.
+    """
+
+    maps: Tensor
+    boxes: Tensor
+    classes: Tensor
+    scores: Tensor
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+
+def _check_inputs(method: torch.nn.Module, images: Tensor, classes: Tensor | None,
+                  threshold: float) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, 3, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a normalized float tensor, got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    if classes is not None:
+        if classes.ndim != 1 or classes.shape[0] != images.shape[0]:
+            raise ValueError(f"expected one class per image: classes has shape "
+                             f"{tuple(classes.shape)}, images have batch size {images.shape[0]}")
+        num_classes = int(method.num_classes)
+        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
+            raise ValueError(f"classes must be in [0, {num_classes}), got {classes.tolist()}")
+
+
+def localize(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
+             threshold: float = DEFAULT_THRESHOLD, normalization: str = "minmax", *,
+             amp: bool | str | None = False) -> LocalizationResult:
+    """Maps (:func:`compute_maps`), boxes, classes and scores of a batch.
+
+    ``box_b`` is the wsolevaluation box at threshold ``t`` (method-spec §4): ``u = uint8(255
+    map)``, foreground ``u > int(t * max u)``, bounding rectangle ``(x, y, w, h)`` of the
+    largest contour, box ``(x, y, min(x + w, W - 1), min(y + h, H - 1))`` in input pixels;
+    ``(0, 0, 0, 0)`` for a blank map. :func:`wsol.localization.geometry.scale_boxes` takes
+    them to original pixels. Nothing is kept between calls (no memory growth in a loop).
+
+    Args:
+        method: a WSOL method; run in eval mode, its previous mode restored afterwards.
+        images: ``(B, 3, H, W)`` normalized float tensor (moved to the model's device).
+        classes: ``(B,)`` class per image; None takes the top-1 prediction.
+        threshold: box threshold ``t`` in [0, 1) on the normalized map.
+        normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
+    """
+    from wsol.localization.boxes import boxes_from_maps
+
+    _check_inputs(method, images, classes, threshold)
+    batch = compute_maps(method, images, classes, None, normalization, amp=amp)
+    boxes = torch.from_numpy(boxes_from_maps(batch.maps, threshold)).to(batch.maps.device)
+    return LocalizationResult(maps=batch.maps, boxes=boxes, classes=batch.classes,
+                              scores=batch.scores)

@@ -17,7 +17,7 @@ Box conventions used here:
   are resolution independent (a resize leaves them unchanged), which is why the box transforms
   and the regressor's targets use them.
 
-Image sizes are ``(H, W)`` throughout, as in :func:`wsol.localize.scale_boxes`.
+Image sizes are ``(H, W)`` throughout, as in :func:`wsol.localization.geometry.scale_boxes`.
 """
 
 from __future__ import annotations

@@ -12,48 +12,16 @@ recall_i = tp_i / P over the thresholds, and PxAP = 100 * sum_i precision_i (rec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wsol.metrics.results import BoxAccCurves
+
+__all__ = ["BoxAccCurves", "plot_box_acc_curves", "plot_pr_curves", "pr_curve_from_results"]
+
 if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only
     from matplotlib.figure import Figure
-
-
-@dataclass(frozen=True)
-class BoxAccCurves:
-    """BoxAcc (%) per threshold for each IoU threshold (keys ``"30"``, ``"50"``, ``"70"``)."""
-
-    thresholds: np.ndarray
-    by_iou: dict[str, np.ndarray]
-
-    def __post_init__(self) -> None:
-        for iou, curve in self.by_iou.items():
-            if curve.shape != self.thresholds.shape:
-                raise ValueError(f"BoxAcc curve for IoU {iou} has {curve.size} values but there "
-                                 f"are {self.thresholds.size} thresholds")
-
-    @classmethod
-    def from_results(cls, results: Mapping) -> BoxAccCurves | None:
-        """Read ``box_acc_curves`` and ``thresholds`` from an evaluation's results dict; None
-        when the curves are absent. Without ``thresholds`` the curve's T points are taken at
-        ``np.arange(0, 1, 1 / T)`` (the evaluator's threshold grid)."""
-        raw = results.get("box_acc_curves")
-        if not isinstance(raw, Mapping) or not raw:
-            return None
-        by_iou = {str(k): np.asarray(v, dtype=np.float64) for k, v in raw.items()}
-        n = next(iter(by_iou.values())).size
-        thresholds = results.get("thresholds")
-        t = (np.asarray(thresholds, dtype=np.float64) if thresholds is not None
-             else np.arange(n, dtype=np.float64) / n)
-        return cls(thresholds=t, by_iou=by_iou)
-
-    def best_threshold(self, iou: str = "50") -> float:
-        """The threshold of the (first) maximum of the curve at ``iou``."""
-        if iou not in self.by_iou:
-            raise ValueError(f"no BoxAcc curve for IoU {iou}; available: {sorted(self.by_iou)}")
-        return float(self.thresholds[int(np.argmax(self.by_iou[iou]))])
 
 
 def plot_box_acc_curves(curves: Mapping[str, BoxAccCurves], ious: Sequence[str] | None = None,

@@ -141,7 +141,7 @@ def metric_value(results: Mapping, key: str) -> float | None:
 
 def best_threshold(run: RunSummary) -> float | None:
     """The run's best box threshold at IoU 50, when its results record one."""
-    from wsol.localize import threshold_from_results
+    from wsol.metrics.results import threshold_from_results
 
     try:
         return threshold_from_results(run.results, "50")

@@ -60,7 +60,8 @@ def build_run_grid(runs: Sequence[RunSummary], n_images: int, *, split: str = "t
     from wsol.data.transforms import EvalTransform, ImageLoadError, load_image, resize
     from wsol.engine.checkpoint import load_method
     from wsol.localization.boxes import resize_boxes
-    from wsol.localize import DEFAULT_THRESHOLD, localize, resolve_method
+    from wsol.localization.pipeline import DEFAULT_THRESHOLD, localize
+    from wsol.methods.resolve import resolve_method
     from wsol.viz.grid import plot_method_grid
 
     notes: list[str] = []
