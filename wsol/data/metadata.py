@@ -10,6 +10,17 @@ One split directory holds four comma-separated text files without header (method
   first line of an image carries the ignore path, later ones end with an empty field).
 
 Every malformed line raises :class:`MetadataError` naming the file and the 1-based line number.
+
+Input safety (checked when the files are read, before any image is opened):
+
+- files are read as UTF-8; a byte-order mark at the start of a file is dropped (it would
+  otherwise become an invisible first character of the first image id);
+- every image id and every mask / ignore path must be a relative POSIX path that stays inside
+  its root: no ``..`` component, no absolute path, drive letter, backslash, NUL or other control
+  character (:func:`wsol.utils.paths.check_relative_path`);
+- labels are integers ``>= 0``; whether they fit the task's class count, and whether every
+  class of val/test has training images, is checked across splits by
+  :func:`check_split_labels` (the training pre-flight calls it).
 """
 
 from __future__ import annotations
@@ -19,14 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsol.utils.io import atomic_write_text
 from wsol.errors import MetadataError
+from wsol.utils.io import atomic_write_text
+from wsol.utils.paths import UnsafePathError, check_relative_path
 
 Box = tuple[int, int, int, int]
 
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
-
-
 
 
 @dataclass
@@ -52,6 +62,9 @@ class Metadata:
     boxes: dict[str, list[Box]] | None = None
     masks: dict[str, MaskAnnotation] | None = None
     split_dir: Path | None = None
+    #: 1-based line of each image id in ``class_labels.txt`` (filled by :func:`read_metadata`;
+    #: used to name the line of a label rejected by :func:`check_split_labels`).
+    label_lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -82,12 +95,14 @@ class Metadata:
             boxes=None if self.boxes is None else {i: self.boxes[i] for i in image_ids if i in self.boxes},
             masks=None if self.masks is None else {i: self.masks[i] for i in image_ids if i in self.masks},
             split_dir=self.split_dir,
+            label_lines={i: n for i, n in self.label_lines.items() if i in keep},
         )
 
 
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (1-based line number, fields) for each non-empty line of ``path``."""
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig drops a byte-order mark at the start of the file (and only there).
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
@@ -109,12 +124,21 @@ def _expect_fields(fields: list[str], n: int, path: Path, lineno: int, form: str
         )
 
 
+def _check_path(value: str, path: Path, lineno: int, what: str) -> None:
+    """Refuse an id / mask path that could leave its root (see the module docstring)."""
+    try:
+        check_relative_path(value, what)
+    except UnsafePathError as exc:
+        raise MetadataError(f"{path}:{lineno}: {exc}") from None
+
+
 def read_image_ids(path: Path) -> list[str]:
     ids: list[str] = []
     seen: dict[str, int] = {}
     for lineno, fields in _lines(path):
         _expect_fields(fields, 1, path, lineno, "image_id")
         image_id = fields[0]
+        _check_path(image_id, path, lineno, "image id")
         if image_id in seen:
             raise MetadataError(
                 f"{path}:{lineno}: duplicate image id {image_id!r} (first on line {seen[image_id]})"
@@ -150,6 +174,7 @@ def read_metadata(
 
     labels_path = split_dir / "class_labels.txt"
     class_labels: dict[str, int] = {}
+    label_lines: dict[str, int] = {}
     if not labels_path.is_file():
         raise MetadataError(f"{labels_path}: missing")
     for lineno, fields in _lines(labels_path):
@@ -162,6 +187,7 @@ def read_metadata(
         if label < 0:
             raise MetadataError(f"{labels_path}:{lineno}: class label must be >= 0, got {label}")
         class_labels[image_id] = label
+        label_lines[image_id] = lineno
     missing = [i for i in image_ids if i not in class_labels]
     if missing:
         raise MetadataError(f"{labels_path}: no class label for image id {missing[0]!r}"
@@ -183,7 +209,7 @@ def read_metadata(
             image_sizes[image_id] = (w, h)
 
     meta = Metadata(image_ids=image_ids, class_labels=class_labels, image_sizes=image_sizes,
-                    split_dir=split_dir)
+                    split_dir=split_dir, label_lines=label_lines)
     loc_path = split_dir / "localization.txt"
     if loc_path.is_file() and loc_path.stat().st_size > 0:
         _read_localization(meta, loc_path, known, mask_root)
@@ -225,6 +251,9 @@ def _read_localization(meta: Metadata, path: Path, known: set[str],
             _check_known(image_id, known, path, lineno)
             if not fields[1]:
                 raise MetadataError(f"{path}:{lineno}: empty mask path")
+            _check_path(fields[1], path, lineno, "mask path")
+            if fields[2]:
+                _check_path(fields[2], path, lineno, "ignore-mask path")
             entry = masks.get(image_id)
             if entry is None:
                 masks[image_id] = MaskAnnotation([fields[1]], fields[2] or None)
@@ -244,6 +273,59 @@ def _read_localization(meta: Metadata, path: Path, known: set[str],
         meta.boxes = boxes
     elif kind == "masks":
         meta.masks = masks
+
+
+def _label_where(meta: Metadata, image_id: str) -> str:
+    """``<split>/class_labels.txt:<line>`` of ``image_id`` when known, else the split's name."""
+    if meta.split_dir is not None:
+        where = str(meta.split_dir / "class_labels.txt")
+        line = meta.label_lines.get(image_id)
+        return f"{where}:{line}" if line is not None else where
+    return "class labels"
+
+
+def check_labels(meta: Metadata, num_classes: int, name: str = "split") -> None:
+    """Every label of ``meta`` must lie in ``[0, num_classes)``.
+
+    Raises :class:`MetadataError` naming ``class_labels.txt`` and the line of the first label
+    outside the range (in split order), and how many labels are outside it.
+    """
+    if num_classes <= 0:
+        raise MetadataError(f"{name}: num_classes must be positive, got {num_classes}")
+    bad = [i for i in meta.image_ids if not 0 <= meta.class_labels[i] < num_classes]
+    if bad:
+        first = bad[0]
+        raise MetadataError(
+            f"{_label_where(meta, first)}: {name} label {meta.class_labels[first]} of image id "
+            f"{first!r} is outside [0, {num_classes}) (the task has {num_classes} classes; "
+            f"{len(bad)} label(s) of {name} are outside)")
+
+
+def check_split_labels(train: Metadata, other: Metadata, other_name: str,
+                       num_classes: int) -> None:
+    """Pre-flight check of the labels of an evaluation split against the training split.
+
+    1. every label of ``train`` and of ``other`` lies in ``[0, num_classes)``
+       (:func:`check_labels`);
+    2. every class that occurs in ``other`` occurs in ``train`` (a class without training
+       images cannot be learnt, and its evaluation is meaningless).
+
+    Raises :class:`MetadataError` naming the file and line of the first offending label.
+    """
+    check_labels(train, num_classes, "train")
+    check_labels(other, num_classes, other_name)
+    seen = set(train.class_labels.values())
+    unseen = [i for i in other.image_ids if other.class_labels[i] not in seen]
+    if unseen:
+        first = unseen[0]
+        classes = sorted({other.class_labels[i] for i in unseen})
+        train_where = (str(train.split_dir / "class_labels.txt") if train.split_dir is not None
+                       else "the training split")
+        raise MetadataError(
+            f"{_label_where(other, first)}: {other_name} image id {first!r} has class "
+            f"{other.class_labels[first]}, which has no image in {train_where} (classes "
+            f"missing from train: {', '.join(map(str, classes))}; {len(unseen)} {other_name} "
+            "image(s) affected)")
 
 
 def write_metadata(meta: Metadata, split_dir: str | os.PathLike) -> Path:

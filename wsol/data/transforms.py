@@ -27,6 +27,8 @@ Example::
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,25 +42,123 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Largest image wsol decodes, in pixels (W * H): 100 megapixels, about 300 MB as 8-bit RGB.
+#: A file whose header declares more is refused before decoding (a "decompression bomb": a
+#: small PNG can declare 20000 x 20000 pixels and take gigabytes to decode). Override per call
+#: with ``load_image(..., max_pixels=N)`` or for the whole process (DataLoader workers included)
+#: with the environment variable ``WSOL_MAX_IMAGE_PIXELS=N``.
+MAX_IMAGE_PIXELS = 100_000_000
+
+_OPEN_LOCK = threading.Lock()
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode ``path`` as an RGB PIL image.
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``$WSOL_MAX_IMAGE_PIXELS`` if set, else :data:`MAX_IMAGE_PIXELS`."""
+    text = os.environ.get("WSOL_MAX_IMAGE_PIXELS")
+    if text is None or not text.strip():
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ImageLoadError(f"WSOL_MAX_IMAGE_PIXELS must be a positive integer, got {text!r}"
+                             ) from None
+    if value <= 0:
+        raise ImageLoadError(f"WSOL_MAX_IMAGE_PIXELS must be a positive integer, got {value}")
+    return value
 
-    Grayscale, palette (with or without transparency), RGBA and CMYK inputs are converted to RGB
-    (alpha is dropped). A missing, truncated or undecodable file raises :class:`ImageLoadError`
-    naming the file.
+
+def _open_checked(path: Path, limit: int) -> Image.Image:
+    """``Image.open`` (header only) with wsol's pixel limit replacing PIL's bomb check.
+
+    PIL warns above ``Image.MAX_IMAGE_PIXELS`` (~89.5 MP) and raises above twice that, from
+    inside ``Image.open``; both are turned into our one check. The lock only covers the header
+    parse, so that the temporary warning filter cannot race with another wsol thread.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pil_limit = Image.MAX_IMAGE_PIXELS
+        raise_pil = pil_limit is not None and limit > pil_limit
+        if raise_pil:
+            Image.MAX_IMAGE_PIXELS = limit  # a larger wsol limit must not be vetoed by PIL's
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(f"{path}: image too large to decode safely ({exc}); the limit "
+                                 f"is {limit} pixels (set WSOL_MAX_IMAGE_PIXELS to raise it)"
+                                 ) from None
+        finally:
+            if raise_pil:
+                Image.MAX_IMAGE_PIXELS = pil_limit
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise ImageLoadError(f"{path}: image declares {width}x{height} = {width * height} "
+                             f"pixels, more than the limit of {limit} (a decompression bomb or "
+                             "a very large image; set WSOL_MAX_IMAGE_PIXELS to raise the limit)")
+    return img
+
+
+def _to_uint8_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any decoded PIL mode (see :func:`load_image` for the rules)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grayscale PNG/TIFF (PIL: "I;16", "I;16B", or "I" = int32 holding 0..65535).
+        # v8 = round(v16 / 257) maps 0..65535 exactly onto 0..255 (255 * 257 = 65535).
+        # An "I" image whose values all lie in 0..255 is 8-bit data widened to int32: kept.
+        array = np.asarray(img).astype(np.int64)
+        if mode == "I" and array.size and array.min() >= 0 and array.max() <= 255:
+            gray = array.astype(np.uint8)
+        else:
+            gray = np.rint(np.clip(array, 0, 65535) / 257.0).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "F":
+        # 32-bit float: values in [0, 1] are intensities (x 255); otherwise min-max scaled.
+        array = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+        if lo < 0.0 or hi > 1.0:
+            array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+        gray = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` as an 8-bit RGB PIL image.
+
+    - Size: a file declaring more than ``max_pixels`` pixels (default
+      :func:`max_image_pixels`, 100 MP) raises :class:`ImageLoadError` before it is decoded.
+    - Modes: grayscale (``L``, ``1``), palette (with or without transparency), ``LA``, RGBA and
+      CMYK are converted to RGB (alpha is dropped, not composited). 16-bit grayscale
+      (``I;16*``, or ``I`` from a 16-bit PNG) is scaled ``round(v / 257)`` so that 65535 maps to
+      255 (PIL's own conversion clips it, turning most images white); ``I`` images whose values
+      all lie in 0..255 are kept as is; float ``F`` images in [0, 1] are multiplied by 255, other
+      ranges min-max scaled. (PIL already reduces 16-bit RGB(A) PNGs to 8 bits per channel.)
+    - A missing, truncated or undecodable file raises :class:`ImageLoadError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file does not exist")
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    if limit <= 0:
+        raise ImageLoadError(f"max_pixels must be positive, got {limit}")
     try:
-        with Image.open(path) as img:
+        img = _open_checked(path, limit)
+        with img:
             img.load()  # force the full decode: a truncated file fails here, not later
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            out = _to_uint8_rgb(img)
+            if out is img:
+                out = img.copy()
+            return out
+    except ImageLoadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            EOFError) as exc:
         raise ImageLoadError(f"{path}: cannot decode image ({exc})") from None
 
 
