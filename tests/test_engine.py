@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from wsol.errors import RunDirError
 import torch
 
 from wsol.config import load_config
@@ -69,7 +71,7 @@ def test_existing_run_dir_is_never_overwritten_without_force(synthetic, tmp_path
     run_dir.mkdir()
     keep = run_dir / "precious.txt"
     keep.write_text("do not lose me")
-    with pytest.raises(FileExistsError, match="--force"):
+    with pytest.raises(RunDirError, match="--force"):
         train(tiny_config(synthetic, run_dir), progress=False)
     assert keep.read_text() == "do not lose me"
     proc = run_cli("train", "--run-dir", str(run_dir), "model.name=tiny_cnn",
@@ -77,7 +79,7 @@ def test_existing_run_dir_is_never_overwritten_without_force(synthetic, tmp_path
                    check=False)
     assert proc.returncode == 2 and "--force" in proc.stderr
     assert keep.read_text() == "do not lose me"
-    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+    with pytest.raises(RunDirError, match="not a wsol run directory"):
         train(tiny_config(synthetic, tmp_path / "fresh"), progress=False, resume=True)
 
 

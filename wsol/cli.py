@@ -53,15 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (UserError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        # Input errors: one clear line, no traceback (set WSOL_DEBUG=1 to see it).
+    except (WsolError, OSError) as exc:
+        # Input errors (wsol.errors) and file-system errors: one clear line, no traceback
+        # (WSOL_DEBUG=1 shows it). Anything else is a bug and keeps its traceback.
         import os
 
         if os.environ.get("WSOL_DEBUG"):
             raise
         print(f"wsol {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

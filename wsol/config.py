@@ -11,6 +11,7 @@ which validate them.
 from __future__ import annotations
 
 import copy
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "eval_every": 1,  # evaluate on the val split every N epochs (and after the last)
         "select_metric": "MaxBoxAccV2",  # val metric that picks best.pt (any key of results)
-        "amp": False,  # mixed precision (CUDA only)
+        "amp": False,  # false | bf16 (CPU and CUDA autocast) | fp16 (CUDA, GradScaler) | true = bf16
+        "channels_last": False,  # NHWC memory format for the model and the input batches
+        "check_every": 50,  # check the summed loss for NaN/inf every N steps (no per-step sync)
         "max_steps_per_epoch": None,  # cap for smoke tests
     },
     "eval": {
@@ -71,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
         "iou_thresholds": [30, 50, 70],
         "multi_contour": True,  # MaxBoxAccV2 protocol (all contours); false = largest contour
         "normalization": "minmax",  # minmax | max | pas | ivr
+        "amp": False,  # false | bf16 | fp16 | true (= bf16): autocast of the evaluation forward
+        "channels_last": False,  # NHWC memory format for the evaluation forward
     },
 }
 
@@ -86,8 +91,17 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-#: Keys that take either a boolean or a path.
-_BOOL_OR_PATH = {"model.pretrained"}
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _float_from_text(text: str) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``): accept it as a
+    number where a number is expected."""
+    return float(text) if _FLOAT_TEXT.match(text.strip()) else text
+
+
+#: Keys that take either a boolean or a string (a path, a precision name).
+_BOOL_OR_PATH = {"model.pretrained", "train.amp", "eval.amp"}
 
 
 def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
@@ -102,6 +116,8 @@ def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
         return value
     if isinstance(default, float):
+        if isinstance(value, str):
+            value = _float_from_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
         return float(value)
@@ -199,3 +215,37 @@ def model_kwargs(config: dict) -> dict:
 
 def dump_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_dir() -> Path:
+    """The configs shipped in the package (``wsol/configs/*.yaml``)."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped configs (``wsol train --config NAME``)."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def resolve_config_path(name: str | os.PathLike) -> Path:
+    """A config file path: an existing file as given, else a shipped config of that name
+    (with or without ``.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = config_dir() / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file {name} does not exist (and is not a shipped config; "
+                      "see `wsol config list`)")

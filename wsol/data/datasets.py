@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -71,13 +72,25 @@ class WSOLDataset(Dataset):
     def label(self, index: int) -> int:
         return self.metadata.class_labels[self.image_ids[index]]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``index``; a key ``(index, seed)`` (from the training loop's
+        :class:`~wsol.engine.loop.SeededSampler`) draws the transform's randomness from
+        ``seed`` alone, leaving the process's RNG untouched, so augmentation does not depend on
+        which worker loads the sample or on what ran before."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a split of {len(self)} images")
         index = index % len(self)
         image_id = self.image_ids[index]
         img = load_image(self.image_root / image_id)
-        image = self.transform(img) if self.transform is not None else to_tensor(img)
+        if self.transform is None:
+            image = to_tensor(img)
+        elif seed is None:
+            image = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                image = self.transform(img)
         return {"image": image, "label": self.metadata.class_labels[image_id],
                 "image_id": image_id, "index": index}
 

@@ -11,7 +11,6 @@ one process exactly.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from wsol.data.metadata import Metadata
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
-from wsol.localization import postprocess_maps
+from wsol.localization.pipeline import EVAL_TYPES, compute_maps
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 
@@ -51,11 +50,14 @@ def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0,
 
 
 def save_scoremaps(maps: torch.Tensor, image_ids: list[str], root: str | os.PathLike) -> None:
-    """Write each map as ``<root>/<image_id>.npy`` (the wsolevaluation layout), float32."""
+    """Write each map as ``<root>/<image_id>.npy`` (the wsolevaluation layout), float32; an id
+    that would land outside ``root`` (``../``, absolute) is refused before anything is written."""
+    from wsol.utils.paths import safe_join
+
     root = Path(root)
+    paths = [safe_join(root, f"{image_id}.npy", "score map") for image_id in image_ids]
     arrays = maps.detach().float().cpu().numpy()
-    for image_id, array in zip(image_ids, arrays):
-        path = root / f"{image_id}.npy"
+    for path, array in zip(paths, arrays):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, array)
 
@@ -75,7 +77,8 @@ def evaluate(
     eval_type: str = "prob",
     scoremap_dir: str | os.PathLike | None = None,
     progress: bool = False,
-    amp: bool = False,
+    amp: bool | str = False,
+    channels_last: bool = False,
 ) -> dict:
     """Classification + localization metrics of ``method`` on the split behind ``loader``.
 
@@ -87,35 +90,34 @@ def evaluate(
 
     device = torch.device(device)
     inner = unwrap(method)
-    if eval_type not in ("prob", "mask"):
-        raise ValueError(f"eval_type must be 'prob' or 'mask', got {eval_type!r}")
+    if eval_type not in EVAL_TYPES:
+        raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
     if eval_type == "mask" and not hasattr(inner, "localization_masks"):
         raise ValueError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
-    was_training = method.training
-    method.eval()
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
         score_histograms=metadata.boxes is not None)  # fg/bg score histograms (paper's Fig. 1)
-    grad_ctx = torch.enable_grad if inner.maps_need_grad else torch.no_grad
-    use_amp = amp and device.type == "cuda"
-    batches = tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process()))
-    for batch in batches:
-        images = batch["image"].to(device, non_blocking=True)
-        labels = torch.as_tensor(batch["label"]).to(device)
-        with grad_ctx(), (torch.autocast("cuda") if use_amp else contextlib.nullcontext()):
-            outputs = method(images)
-            if eval_type == "mask":
-                maps = inner.localization_masks(outputs, labels, (image_size, image_size)).float()
-            else:
-                raw = inner.localization_maps(outputs, labels)
-                maps = postprocess_maps(raw.detach().float(), (image_size, image_size), normalization)
-        logits = outputs["logits"].detach().float()
-        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        evaluator.update(maps.detach(), list(batch["image_id"]), topk)
-        if scoremap_dir is not None:
-            save_scoremaps(maps, list(batch["image_id"]), scoremap_dir)
-        del outputs, maps
+    if channels_last:
+        inner.to(memory_format=torch.channels_last)
+    batches = tqdm(loader, desc="eval", leave=False, unit="batch",
+                   disable=not (progress and is_main_process()))
+    try:
+        for batch in batches:
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = torch.as_tensor(batch["label"]).to(device)
+            out = compute_maps(inner, images, labels, (image_size, image_size), normalization,
+                               eval_type=eval_type, amp=amp)
+            topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
+            evaluator.update(out.maps, list(batch["image_id"]), topk)
+            if scoremap_dir is not None:
+                save_scoremaps(out.maps, list(batch["image_id"]), scoremap_dir)
+            del out
+    finally:
+        if channels_last:
+            inner.to(memory_format=torch.contiguous_format)
     # All ranks hold disjoint shards: summing the count tensors gives the full-split counts.
     evaluator.load_tensor(all_reduce_sum(evaluator.to_tensor()))
     results = evaluator.compute()
@@ -124,5 +126,4 @@ def evaluate(
     results["top5_cls"] = results.pop("top5_acc")
     results["eval_type"] = eval_type
     results["normalization"] = normalization
-    method.train(was_training)
     return results
