@@ -101,6 +101,30 @@ def test_cub_box_clipping_count(cub_prepared):
     assert len(clipped) == 7
 
 
+def test_cub_class_names_written_in_label_order(cub_prepared):
+    out, metas = cub_prepared
+    names = (out / "class_names.txt").read_text().splitlines()
+    assert len(names) == 10 == max(m.num_classes for m in metas.values())
+    assert names[0] == "Black footed Albatross" and names[9] == "Red winged Blackbird"
+    classes = lines(shared_path(*CUB_SUBSET, "classes.txt"))
+    assert names[3] == classes[3].split(" ", 1)[1].split(".", 1)[1].replace("_", " ")
+
+
+def test_cub_display_name_and_bad_classes_file(tmp_path):
+    from wsol.data.prepare import cub_display_name, read_cub_class_names
+
+    assert cub_display_name("001.Black_footed_Albatross") == "Black footed Albatross"
+    assert cub_display_name("Plain") == "Plain"
+    assert read_cub_class_names(tmp_path, 3) is None
+    (tmp_path / "classes.txt").write_text("1 001.A\n2 002.B\n")
+    assert read_cub_class_names(tmp_path, 2) == ["A", "B"]
+    with pytest.raises(PrepareError, match="no name for class id 3"):
+        read_cub_class_names(tmp_path, 3)
+    (tmp_path / "classes.txt").write_text("1 001.A\nx 002.B\n")
+    with pytest.raises(PrepareError, match=r"classes\.txt:2:"):
+        read_cub_class_names(tmp_path, 2)
+
+
 def test_cub_box_formula():
     assert cub_box((60.0, 27.0, 325.0, 304.0), (500, 335)) == (60, 27, 385, 331)
     assert cub_box((2.7, 3.2, 10.0, 5.9), (100, 100)) == (2, 3, 12, 9)

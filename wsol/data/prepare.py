@@ -17,6 +17,13 @@ directory (``<out>/{train,val,test}/*.txt``, see :mod:`wsol.data.metadata`):
   the official files for the 543 images of classes 1-10), so the output reproduces the official
   lines, order included.
 
+Class names: when ``classes.txt`` (``<class_id> <name>``) is present, ``<out>/class_names.txt``
+gets one name per line in label order (line ``k`` = label ``k`` = CUB class ``k + 1``), for the
+labels ``0 .. max label`` of the written splits (10 lines for classes 1-10, not 200). A name is
+CUB's folder name without its number prefix and with ``_`` as spaces
+(``001.Black_footed_Albatross`` -> ``Black footed Albatross``). Use it as
+``data.class_names=<out>/class_names.txt``.
+
 Only the images listed in ``images.txt`` are used; the other id files may be the full
 11,788-line originals (ids not in ``images.txt`` are ignored).
 
@@ -50,10 +57,9 @@ from wsol.data.datasets import ImageCheckReport, check_images
 from wsol.data.metadata import FILES, Box, Metadata, read_metadata, write_metadata
 from wsol.data.transforms import load_image
 from wsol.errors import PrepareError
+from wsol.utils.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
-
-
 
 
 # ----------------------------------------------------------------------------------------- CUB
@@ -74,7 +80,7 @@ def _cub_lines(path: Path, nfields: int, form: str) -> Iterator[tuple[int, list[
     """(line number, whitespace-separated fields) of a CUB id file, checking the field count."""
     if not path.is_file():
         raise PrepareError(f"{path}: missing (expected the original CUB_200_2011 layout)")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, raw in enumerate(f, start=1):
             fields = raw.split()
             if not fields:
@@ -152,6 +158,49 @@ def read_cub(root: str | os.PathLike) -> list[CUBRecord]:
                                f"got {' '.join(xywh_s)!r}")
         out.append(CUBRecord(cub_id, rel, int(cls), flag == "1", xywh))  # type: ignore[arg-type]
     return out
+
+
+def cub_display_name(folder_name: str) -> str:
+    """``001.Black_footed_Albatross`` -> ``Black footed Albatross``."""
+    name = folder_name.split(".", 1)[1] if "." in folder_name and \
+        folder_name.split(".", 1)[0].isdigit() else folder_name
+    return name.replace("_", " ").strip() or folder_name
+
+
+def read_cub_class_names(root: str | os.PathLike, num_classes: int) -> list[str] | None:
+    """Names of CUB classes ``1 .. num_classes`` from ``root/classes.txt`` (``None`` if absent)."""
+    path = Path(root) / "classes.txt"
+    if not path.is_file():
+        return None
+    names: dict[int, str] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            fields = raw.split(maxsplit=1)
+            if len(fields) != 2 or not fields[0].isdigit():
+                raise PrepareError(f"{path}:{lineno}: expected '<class_id> <class_name>', got "
+                                   f"{raw.strip()!r}")
+            class_id = int(fields[0])
+            if class_id in names:
+                raise PrepareError(f"{path}:{lineno}: duplicate class id {class_id}")
+            names[class_id] = cub_display_name(fields[1].strip())
+    missing = [c for c in range(1, num_classes + 1) if c not in names]
+    if missing:
+        raise PrepareError(f"{path}: no name for class id {missing[0]} (the labels use classes "
+                           f"1..{num_classes})")
+    return [names[c] for c in range(1, num_classes + 1)]
+
+
+def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> Path:
+    """One name per line (line ``k`` = label ``k``); names may not contain line breaks."""
+    for k, name in enumerate(names):
+        if not name or "\n" in name or "\r" in name:
+            raise PrepareError(f"class name {k} ({name!r}) is empty or contains a line break")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(f"{n}\n" for n in names))
+    return path
 
 
 def cub_box(xywh: Sequence[float], size: tuple[int, int]) -> Box:
@@ -239,8 +288,9 @@ def prepare_cub(root: str | os.PathLike, out: str | os.PathLike, val_per_class: 
     """Write ``<out>/{train,val,test}`` metadata for the CUB dataset at ``root``.
 
     ``train``/``test`` are the official splits (``train`` minus the carved ``val``; see the
-    module docstring). Nothing is written if any image is missing or corrupt or if metadata
-    already exists under ``out`` (unless ``force``). Returns the written splits.
+    module docstring), plus ``<out>/class_names.txt`` when ``classes.txt`` exists. Nothing is
+    written if any image is missing or corrupt or if metadata already exists under ``out``
+    (unless ``force``). Returns the written splits.
     """
     out = Path(out)
     splits = ["train", "val", "test"] if val_per_class > 0 else ["train", "test"]
@@ -251,8 +301,12 @@ def prepare_cub(root: str | os.PathLike, out: str | os.PathLike, val_per_class: 
         result["train"], result["val"] = carve_val(metas["train"], val_per_class, seed)
     else:
         result["train"] = metas["train"]
+    num_classes = max(m.num_classes for m in result.values())
+    names = read_cub_class_names(root, num_classes)
     for split in splits:
         write_metadata(result[split], out / split)
+    if names is not None:
+        write_class_names(out / "class_names.txt", names)
     if val_per_class == 0 and (out / "val").is_dir():
         for f in FILES:  # with --force, do not leave a stale carved val next to the full train
             (out / "val" / f).unlink(missing_ok=True)
