@@ -5,6 +5,8 @@
 - ``ilsvrc`` / ``openimages``: check an image root (and mask root) against the official
   metadata; exit status 1 and a list of what is missing when anything is.
 - ``synthetic``: generate the procedural dataset of :mod:`wsol.data.synthetic`.
+- ``voc``: PASCAL VOC2012 -> metadata (image-label rule and splits: :mod:`wsol.data.voc`).
+- ``crops``: crop a box dataset around its objects (large objects; :mod:`wsol.data.crops`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_positive_int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     p.set_defaults(_prepare=_run_synthetic)
+
+    p = sub.add_parser("voc", help="convert PASCAL VOC2012 to metadata (all boxes per image)",
+                       description="Convert VOCdevkit/VOC2012 (JPEGImages, Annotations, "
+                       "ImageSets/Main) to wsolevaluation metadata <out>/{train,val,test} + "
+                       "class_names.txt (20 classes, alphabetical). Image label = the class "
+                       "with the largest total box area (B-CAM's official VOC code is "
+                       "multi-label; all classes are kept in image_classes.csv). Default "
+                       "splits: train = Main/train, test = Main/val, val carved from train. "
+                       "See wsol.data.voc.")
+    p.add_argument("--root", required=True, help="the VOCdevkit/VOC2012 directory")
+    p.add_argument("--out", required=True, help="metadata directory to write")
+    p.add_argument("--train-set", default="train",
+                   help="train image list: a name in ImageSets/Main or a file (default train)")
+    p.add_argument("--test-set", default="val",
+                   help="test image list: a name in ImageSets/Main or a file (default val)")
+    p.add_argument("--val-set", help="val image list (default: carve --val-per-class images "
+                   "per class out of the train list)")
+    p.add_argument("--val-per-class", type=_positive_int, default=5, metavar="K",
+                   help="train images per class moved to val when --val-set is not given "
+                   "(default 5; 0 = no val)")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the val choice")
+    p.add_argument("--boxes", choices=["all", "label"], default="all",
+                   help="write every box of an image (default) or only its label class's")
+    p.add_argument("--exclude-difficult", action="store_true",
+                   help="drop objects marked difficult (from the label and the boxes)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="threads decoding images (default 1)")
+    p.add_argument("--force", action="store_true", help="overwrite existing metadata")
+    p.set_defaults(_prepare=_run_voc)
 
     p = sub.add_parser("crops", help="crop a box dataset around its objects (large objects)",
                        description="Crop every image of a wsolevaluation box dataset around "
@@ -184,4 +215,21 @@ def _run_crops(args: argparse.Namespace) -> int:
               f"{cover['min']:.3f} mean {cover['mean']:.3f} max {cover['max']:.3f}; "
               f"{stats[split]['clipped']} above target: image too small for it)")
     print(f"image root {out / 'images'}; {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _run_voc(args: argparse.Namespace) -> int:
+    from wsol.data.voc import prepare_voc
+
+    start = time.perf_counter()
+    metas = prepare_voc(args.root, args.out, train_set=args.train_set, test_set=args.test_set,
+                        val_set=args.val_set, val_per_class=args.val_per_class, seed=args.seed,
+                        boxes=args.boxes, exclude_difficult=args.exclude_difficult,
+                        force=args.force, workers=args.workers)
+    out = Path(args.out)
+    for split, meta in metas.items():
+        nboxes = sum(len(b) for b in (meta.boxes or {}).values())
+        print(f"{split}: {len(meta)} images, {nboxes} boxes -> {out / split}")
+    print(f"class names {out / 'class_names.txt'}; image root {Path(args.root) / 'JPEGImages'};"
+          f" {time.perf_counter() - start:.1f}s")
     return 0
