@@ -439,3 +439,11 @@ def test_synthetic_refuses_overwrite_then_force(tmp_path, capsys):
 def test_synthetic_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_synthetic(tmp_path / "x", **{**SMALL, **kwargs})
+
+
+def test_synthetic_writes_class_names(tmp_path):
+    make_synthetic(tmp_path / "s", num_classes=3, train_per_class=1, val_per_class=0,
+                   test_per_class=1, image_size=32, seed=0)
+    names = (tmp_path / "s" / "class_names.txt").read_text().splitlines()
+    classes = (tmp_path / "s" / "classes.txt").read_text().splitlines()
+    assert len(names) == 3 and names == [c.split(",", 1)[1] for c in classes]

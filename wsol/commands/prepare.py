@@ -5,6 +5,7 @@
 - ``ilsvrc`` / ``openimages``: check an image root (and mask root) against the official
   metadata; exit status 1 and a list of what is missing when anything is.
 - ``synthetic``: generate the procedural dataset of :mod:`wsol.data.synthetic`.
+- ``folder``: class subfolders (+ a boxes CSV) -> metadata (:mod:`wsol.data.folder`).
 - ``voc``: PASCAL VOC2012 -> metadata (image-label rule and splits: :mod:`wsol.data.voc`).
 - ``crops``: crop a box dataset around its objects (large objects; :mod:`wsol.data.crops`).
 """
@@ -83,6 +84,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_positive_int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     p.set_defaults(_prepare=_run_synthetic)
+
+    p = sub.add_parser("folder", help="a folder of class subfolders (+ boxes CSV) to metadata",
+                       description="Convert <root>/<class>/<image> (+ an optional boxes CSV "
+                       "relative_path,x0,y0,x1,y1, inclusive 0-based pixels) to wsolevaluation "
+                       "metadata <out>/{train,val,test} + class_names.txt (class = subfolder "
+                       "name, sorted). val/test are carved per class from the images (with a "
+                       "box, when --boxes is given), seeded. See wsol.data.folder.")
+    p.add_argument("--root", required=True, help="directory of class subfolders")
+    p.add_argument("--boxes", help="CSV relative_path,x0,y0,x1,y1 (paths relative to --root)")
+    p.add_argument("--out", required=True, help="metadata directory to write")
+    p.add_argument("--val-per-class", type=_positive_int, default=5, metavar="K",
+                   help="images per class moved to val (default 5; 0 = no val)")
+    p.add_argument("--test-per-class", type=_positive_int, default=0, metavar="K",
+                   help="images per class moved to test (default 0 = no test)")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the val/test choice")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="threads decoding images (default 1)")
+    p.add_argument("--force", action="store_true", help="overwrite existing metadata")
+    p.set_defaults(_prepare=_run_folder)
 
     p = sub.add_parser("voc", help="convert PASCAL VOC2012 to metadata (all boxes per image)",
                        description="Convert VOCdevkit/VOC2012 (JPEGImages, Annotations, "
@@ -232,4 +252,20 @@ def _run_voc(args: argparse.Namespace) -> int:
         print(f"{split}: {len(meta)} images, {nboxes} boxes -> {out / split}")
     print(f"class names {out / 'class_names.txt'}; image root {Path(args.root) / 'JPEGImages'};"
           f" {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _run_folder(args: argparse.Namespace) -> int:
+    from wsol.data.folder import prepare_folder
+
+    start = time.perf_counter()
+    metas = prepare_folder(args.root, args.out, boxes=args.boxes,
+                           val_per_class=args.val_per_class, test_per_class=args.test_per_class,
+                           seed=args.seed, force=args.force, workers=args.workers)
+    out = Path(args.out)
+    for split, meta in metas.items():
+        print(f"{split}: {len(meta)} images, {meta.num_classes} classes, "
+              f"{len(meta.boxes or {})} with boxes -> {out / split}")
+    print(f"class names {out / 'class_names.txt'}; image root {args.root}; "
+          f"{time.perf_counter() - start:.1f}s")
     return 0

@@ -5,6 +5,8 @@ from wsol.data.metadata import (
     MaskAnnotation,
     Metadata,
     MetadataError,
+    check_labels,
+    check_split_labels,
     read_metadata,
     write_metadata,
 )
@@ -15,14 +17,16 @@ from wsol.data.transforms import (
     ImageLoadError,
     Normalize,
     TrainTransform,
+    MAX_IMAGE_PIXELS,
     build_transform,
     load_image,
+    max_image_pixels,
     to_tensor,
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "ImageCheckReport", "ImageLoadError",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MAX_IMAGE_PIXELS", "EvalTransform", "ImageCheckReport", "ImageLoadError",
     "MaskAnnotation", "Metadata", "MetadataError", "Normalize", "TrainTransform", "WSOLDataset",
-    "build_transform", "check_images", "load_image", "read_metadata", "to_tensor",
-    "write_metadata",
+    "build_transform", "check_images", "check_labels", "check_split_labels", "load_image",
+    "max_image_pixels", "read_metadata", "to_tensor", "write_metadata",
 ]

@@ -33,6 +33,8 @@ Layout under ``<out>``::
                                                band just outside the object outline (JPEG and
                                                the hard outline make it ambiguous), 0 elsewhere
     classes.txt                                ``label,name`` per line (e.g. ``0,red disk``)
+    class_names.txt                            the same names, one per line in label order
+                                               (``data.class_names=<out>/class_names.txt``)
     synthetic.json                             the generation parameters
 
 Image ids are relative to ``<out>/images``, mask paths to ``<out>/masks`` (the OpenImages
@@ -302,6 +304,8 @@ def make_synthetic(out: str | os.PathLike, *, num_classes: int = 4, train_per_cl
 
     atomic_write_text(out / "classes.txt", "".join(
         f"{c},{class_description(c, num_classes)}\n" for c in range(num_classes)))
+    atomic_write_text(out / "class_names.txt", "".join(
+        f"{class_description(c, num_classes)}\n" for c in range(num_classes)))
     params = {"format_version": FORMAT_VERSION, "generator": "wsol.data.synthetic",
               "num_classes": num_classes, "train_per_class": train_per_class,
               "val_per_class": val_per_class, "test_per_class": test_per_class,
