@@ -13,11 +13,12 @@ from wsol.methods.regressor import (
     BoxTrainTransform,
     RandomHorizontalFlipWithBox,
     RandomResizedCropWithBox,
-    pseudo_boxes_from_maps,
     regression_loss,
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
+from wsol.localization.geometry import pseudo_boxes_from_maps, scale_boxes
+from wsol.localization import boxes_from_maps
 from wsol.models import create_model
 
 
@@ -68,14 +69,14 @@ def test_pseudo_boxes_from_maps_in_original_pixels():
     maps[1, 300:400, 200:420] = 0.9                              # the larger contour wins
     sizes = torch.tensor([[224, 896], [448, 448], [100, 100]])  # (H0, W0); map 2 is blank
     boxes = pseudo_boxes_from_maps(maps, 0.5, sizes)
-    # int(x * W0 / W): x scales by 896 / 448 = 2, y by 224 / 448 = 1/2.
-    assert boxes[0].tolist() == [100, 50, 300, 100]
-    assert boxes[1].tolist() == [200, 300, 420, 400]
+    # The one rule of `wsol localize` (scale_boxes): input pixel u covers [u r, (u + 1) r) of the
+    # original; x scales by r = 896 / 448 = 2, y by 224 / 448 = 1/2.
+    assert boxes[0].tolist() == [100, 50, 301, 100]
+    assert boxes[1].tolist() == [200, 300, 420, 400]  # r = 1: unchanged
     assert boxes[2].tolist() == [0, 0, 0, 0]
-    # The same object drawn in the original image gives the same (metadata-style) box there.
-    original = torch.zeros(1, 224, 896)
-    original[0, 50:100, 100:300] = 1.0
-    assert pseudo_boxes_from_maps(original, 0.5, [[224, 896]])[0].tolist() == [100, 50, 300, 100]
+    # Pseudo boxes and localize boxes agree for the same maps (one rule, not two).
+    same = scale_boxes(torch.from_numpy(boxes_from_maps(maps, 0.5)), (448, 448), sizes)
+    assert torch.equal(boxes, same)
     with pytest.raises(ValueError, match="threshold"):
         pseudo_boxes_from_maps(maps, 1.0, sizes)
     with pytest.raises(ValueError, match="original_sizes"):

@@ -18,24 +18,17 @@ from wsol.config import load_config
 from wsol.data.metadata import read_metadata
 from wsol.engine.checkpoint import load_checkpoint, load_method
 from wsol.engine.data import build_split
-from wsol.engine.regressor import (
-    BoxTargetDataset,
-    RegressorCheckpointError,
-    box_localization_metrics,
-    build_regressor,
-    load_regressor_checkpoint,
-    load_regressor_config,
-    threshold_from_results,
-    train_regressor,
-)
-from wsol.engine.train import seed_everything, train
+from wsol.data.boxes import BoxTargetDataset
+from wsol.engine.regressor import build_regressor, load_regressor_config, train_regressor
+from wsol.errors import CheckpointError as RegressorCheckpointError
+from wsol.errors import RunDirError
+from wsol.metrics.results import threshold_from_file
+from wsol.metrics.single_box import box_localization_metrics
+from wsol.engine.loop import seed_everything
+from wsol.engine.train import train
 from wsol.localization import postprocess_maps
-from wsol.methods.regressor import (
-    BoxEvalTransform,
-    pseudo_boxes_from_maps,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
-)
+from wsol.localization.geometry import pseudo_boxes_from_maps
+from wsol.methods.regressor import BoxEvalTransform, xywh_to_xyxy, xyxy_to_xywh
 from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
 
 VAL_THRESHOLD = 0.3
@@ -121,13 +114,13 @@ def test_pseudo_boxes_refuse_overwrite_and_test_thresholds(cream_ckpt, pseudo_ro
     test_results = tmp_path / "test.json"
     test_results.write_text(json.dumps({"split": "test", "best_threshold_by_iou": {"50": 0.2}}))
     with pytest.raises(ValueError, match="never on test"):
-        threshold_from_results(test_results)
+        threshold_from_file(test_results, "50", ("test",))
     val_results = tmp_path / "val.json"
     val_results.write_text(json.dumps({"split": "val", "best_threshold_by_iou": {"50": 0.25}}))
-    assert threshold_from_results(val_results)[0] == 0.25
+    assert threshold_from_file(val_results, "50", ("test",))[0] == 0.25
     val_results.write_text(json.dumps({"split": "val", "PxAP": 50.0}))
-    with pytest.raises(ValueError, match=r"best_threshold_by_iou\['50'\]"):
-        threshold_from_results(val_results)
+    with pytest.raises(ValueError, match="no best threshold for IoU 50"):
+        threshold_from_file(val_results, "50", ("test",))
 
 
 def test_box_target_dataset_normalizes_the_metadata_box(synthetic, pseudo_root):
@@ -160,8 +153,9 @@ def test_regressor_train_cli_writes_its_run_dir(synthetic, pseudo_root, tmp_path
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[1]["lr"]) == pytest.approx(0.001)  # step decay after epoch 1
     assert all(0.0 <= float(r["val_mean_box_acc"]) <= 100.0 for r in rows)
-    state = load_regressor_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["format"] == "wsol-regressor" and state["epoch"] == 2
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", kind="regressor")
+    assert state["format"] == "wsol-checkpoint" and state["kind"] == "regressor"
+    assert state["epoch"] == 2
     assert {"optimizer", "scheduler", "rng"} <= set(state)
     # the saved config round-trips and resolves back to itself
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -185,8 +179,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synthetic, pseudo
     assert not first["finished"] and first["epochs_completed"] == 1
     assert not (parts / "results.json").exists()
     train_regressor(config(parts), progress=False, resume=True)
-    a = load_regressor_checkpoint(full / "checkpoints" / "last.pt")
-    b = load_regressor_checkpoint(parts / "checkpoints" / "last.pt")
+    a = load_checkpoint(full / "checkpoints" / "last.pt", kind="regressor")
+    b = load_checkpoint(parts / "checkpoints" / "last.pt", kind="regressor")
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
@@ -199,7 +193,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synthetic, pseudo
     seed_everything(0)
     init = build_regressor(config(full)).state_dict()
     assert not all(torch.equal(v, a["state_dict"][k]) for k, v in init.items())
-    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+    with pytest.raises(RunDirError, match="not a wsol run directory"):
         train_regressor(config(tmp_path / "fresh"), progress=False, resume=True)
 
 
@@ -225,7 +219,7 @@ def test_evaluate_cli_reports_protocol_metrics(synthetic, cream_ckpt, pseudo_roo
                       str(run_dir / "checkpoints" / "best.pt"), "--classifier", str(cream_ckpt),
                       "--output", str(out)]) == 2
     with pytest.raises(RegressorCheckpointError, match="--classifier"):
-        load_regressor_checkpoint(cream_ckpt)
+        load_checkpoint(cream_ckpt, kind="regressor")
     assert load_checkpoint(cream_ckpt)["format"] == "wsol-checkpoint"
 
 

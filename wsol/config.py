@@ -50,6 +50,16 @@ DEFAULTS: dict[str, Any] = {
         "pin_memory": "auto",  # auto: on when the device is CUDA
         "persistent_workers": True,
         "class_names": None,  # optional file with one class name per line
+        # box regressor runs (`wsol regressor train`):
+        "val_metadata": None,  # split dir with real boxes: val box accuracy per epoch
+        "val_root": None,  # image root of val_metadata (default: data.root)
+        "crop_scale": [0.2, 1.0],  # random-resized-crop area range (PSOL)
+        "flip_prob": 0.5,
+    },
+    "regressor": {  # CREAM + regressor (the PSOL recipe); used by `wsol regressor train`
+        "hidden": 512,  # MLP width [inferred]; 0 = a single linear layer
+        "dropout": 0.0,
+        "loss_weight": 50.0,  # PSOL: 50 * MSE
     },
     "optim": {
         "lr": 1e-3,

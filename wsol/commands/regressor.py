@@ -19,7 +19,6 @@ See :mod:`wsol.engine.regressor` for what each step computes.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +125,17 @@ def _run_dir_of(checkpoint: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+#: What `wsol regressor pseudo-boxes` writes into a split directory (all --force may remove).
+PSEUDO_FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt",
+                "pseudo_boxes.json")
+
+
 def _run_pseudo_boxes(args: argparse.Namespace) -> int:
     from wsol.data.metadata import read_metadata, write_metadata
     from wsol.engine.checkpoint import load_method
     from wsol.engine.data import build_split, split_dir_name
-    from wsol.engine.regressor import generate_pseudo_boxes, threshold_from_results
+    from wsol.engine.regressor import generate_pseudo_boxes
+    from wsol.metrics.results import threshold_from_file
     from wsol.utils.io import atomic_write_json
 
     if args.map_size < 1:
@@ -139,15 +144,21 @@ def _run_pseudo_boxes(args: argparse.Namespace) -> int:
     config = info["config"]
     split = args.split or config["data"]["train_split"]
     split_out = Path(args.out) / split_dir_name(split)
-    if split_out.exists() and any(split_out.iterdir()) and not args.force:
-        raise FileExistsError(f"{split_out} exists and is not empty; use --force to overwrite it")
+    if split_out.exists() and any(split_out.iterdir()):
+        if not args.force:
+            raise FileExistsError(f"{split_out} exists and is not empty; use --force to "
+                                  "overwrite it")
+        foreign = sorted(p.name for p in split_out.iterdir() if p.name not in PSEUDO_FILES)
+        if foreign:
+            raise FileExistsError(f"--force: {split_out} holds files wsol did not write "
+                                  f"({', '.join(foreign[:3])}); refusing to delete anything")
     if args.threshold is not None:
         if not 0.0 <= args.threshold < 1.0:
             raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
         threshold, source = float(args.threshold), {"given": True}
     else:
-        threshold, source = threshold_from_results(args.threshold_from,
-                                                   config["data"].get("test_splits") or ())
+        refuse = tuple(config["data"].get("test_splits") or ()) + ("test",)
+        threshold, source = threshold_from_file(args.threshold_from, "50", refuse)
         if source["split"] is None:
             print(f"note: {args.threshold_from} does not say which split it was computed on; "
                   "make sure it is the val split")
@@ -158,10 +169,10 @@ def _run_pseudo_boxes(args: argparse.Namespace) -> int:
         method, dataset, metadata, threshold=threshold, map_size=args.map_size,
         normalization=config["eval"]["normalization"],
         batch_size=args.batch_size or config["data"]["eval_batch_size"],
-        num_workers=config["data"]["num_workers"], device=device,
+        num_workers=config["data"]["num_workers"],
         progress=not args.no_progress, iou_thresholds=config["eval"]["iou_thresholds"])
-    if split_out.exists():
-        shutil.rmtree(split_out)
+    for name in PSEUDO_FILES:
+        (split_out / name).unlink(missing_ok=True)
     write_metadata(pseudo, split_out)
     read_metadata(split_out)  # what the regressor will read back must validate
     report.update({"checkpoint": str(args.checkpoint), "method": info["method"],
@@ -194,7 +205,7 @@ def _run_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     base = None
     if args.resume and (run_dir / "config.yaml").is_file():
-        base = yaml.safe_load((run_dir / "config.yaml").read_text())
+        base = yaml.safe_load((run_dir / "config.yaml").read_text())  # resume its own config
     flags: dict[str, Any] = {"run_dir": str(run_dir)}
     for dest, key in (("metadata", "data.metadata"), ("image_root", "data.root"),
                       ("val_metadata", "data.val_metadata"), ("model", "model.name"),

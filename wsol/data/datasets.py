@@ -34,6 +34,23 @@ from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import ImageLoadError, load_image, to_tensor
 
 
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """A dataset key is an index or an ``(index, seed)`` pair (seeded augmentation)."""
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return key, None
+
+
+def seeded(seed: int | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with torch's RNG seeded by ``seed`` inside and restored afterwards (plain
+    call when ``seed`` is None): a sample's augmentation depends on its seed alone."""
+    if seed is None:
+        return fn(*args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return fn(*args)
+
+
 class WSOLDataset(Dataset):
     """Images of one split, in the order of its ``image_ids.txt``.
 
@@ -77,20 +94,13 @@ class WSOLDataset(Dataset):
         :class:`~wsol.engine.loop.SeededSampler`) draws the transform's randomness from
         ``seed`` alone, leaving the process's RNG untouched, so augmentation does not depend on
         which worker loads the sample or on what ran before."""
-        index, seed = key if isinstance(key, tuple) else (key, None)
+        index, seed = split_key(key)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a split of {len(self)} images")
         index = index % len(self)
         image_id = self.image_ids[index]
         img = load_image(self.image_root / image_id)
-        if self.transform is None:
-            image = to_tensor(img)
-        elif seed is None:
-            image = self.transform(img)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                image = self.transform(img)
+        image = to_tensor(img) if self.transform is None else seeded(seed, self.transform, img)
         return {"image": image, "label": self.metadata.class_labels[image_id],
                 "image_id": image_id, "index": index}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["scale_boxes"]
+__all__ = ["pseudo_boxes_from_maps", "scale_boxes"]
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_sizes: Tensor) -> Tensor:
@@ -47,3 +47,27 @@ def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_sizes: Tensor) -> 
     out = torch.stack([x0.clamp(min=0).minimum(hi_x), y0.clamp(min=0).minimum(hi_y),
                        x1.clamp(min=0).minimum(hi_x), y1.clamp(min=0).minimum(hi_y)], dim=1)
     return out.round().long()
+
+
+def pseudo_boxes_from_maps(maps: Tensor, threshold: float, original_sizes: Tensor) -> Tensor:
+    """Pseudo ground-truth boxes for the box regressor (CREAM + regressor, the PSOL recipe), in
+    original image pixels.
+
+    Each ``(H, W)`` map (upsampled to the pseudo-box resolution, 448 in the paper, and
+    normalized to [0, 1]) gives the wsolevaluation box of its *largest* contour at
+    ``threshold`` (:func:`wsol.localization.boxes.boxes_from_maps`, ``(0, 0, 0, 0)`` for a
+    blank map), taken to the original ``(H0, W0)`` with the one rule of :func:`scale_boxes`
+    (the same as ``wsol localize``).
+    """
+    from wsol.localization.boxes import boxes_from_maps
+
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (B, H, W), got {tuple(maps.shape)}")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    sizes = torch.as_tensor(original_sizes).long().cpu()
+    if sizes.shape != (maps.shape[0], 2) or (sizes <= 0).any():
+        raise ValueError(f"original_sizes must be ({maps.shape[0]}, 2) positive (H, W) pairs, "
+                         f"got shape {tuple(sizes.shape)}")
+    boxes = torch.from_numpy(boxes_from_maps(maps.detach().float(), threshold))
+    return scale_boxes(boxes, tuple(maps.shape[1:]), sizes)

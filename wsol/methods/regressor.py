@@ -1,6 +1,6 @@
 """CREAM + regressor (method-spec §2 "CREAM + regressor"; the PSOL recipe, Zhang et al. 2020).
 
-1. Pseudo boxes for the training images from CREAM's fused map (:func:`pseudo_boxes_from_maps`;
+1. Pseudo boxes for the training images from CREAM's fused map (:func:`wsol.localization.geometry.pseudo_boxes_from_maps`;
    the paper generates them at 448x448 as PSOL): the bounding rectangle of the largest contour
    of the normalized map at a threshold chosen on the val split.
 2. A class-agnostic :class:`BoxRegressor`: backbone features -> GAP -> MLP -> 4 sigmoid outputs,
@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from wsol.data.boxes import xywh_to_xyxy, xyxy_to_xywh
 from wsol.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, to_tensor
 from wsol.models.base import WSOLBackbone, make_param_groups
 
@@ -39,7 +40,6 @@ __all__ = [
     "RandomHorizontalFlipWithBox",
     "RandomResizedCropWithBox",
     "ResizeWithBox",
-    "pseudo_boxes_from_maps",
     "regression_loss",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
@@ -51,105 +51,6 @@ PSOL_LOSS_WEIGHT = 50.0
 
 # --------------------------------------------------------------------------------------------
 # Box conversions
-# --------------------------------------------------------------------------------------------
-
-def _sizes(sizes: Tensor | Sequence[int], n: int, device: torch.device) -> Tensor:
-    """``(n, 2)`` float64 ``(H, W)`` from one ``(H, W)`` pair or one pair per box."""
-    s = torch.as_tensor(sizes, dtype=torch.float64, device=device)
-    if s.shape == (2,):
-        s = s.expand(n, 2)
-    if s.shape != (n, 2):
-        raise ValueError(f"sizes must be (H, W) or ({n}, 2), got shape {tuple(s.shape)}")
-    if (s <= 0).any():
-        raise ValueError("sizes must be positive")
-    return s
-
-
-def xyxy_to_xywh(boxes: Tensor, sizes: Tensor | Sequence[int]) -> Tensor:
-    """Inclusive pixel boxes ``(N, 4)`` -> normalized ``(x, y, w, h)``:
-    ``x = x0 / W``, ``y = y0 / H``, ``w = (x1 + 1 - x0) / W``, ``h = (y1 + 1 - y0) / H``.
-
-    ``sizes``: ``(H, W)`` of the image(s), one pair or ``(N, 2)``. Returns float32.
-    """
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
-    b = boxes.to(torch.float64)
-    if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
-        raise ValueError("boxes must satisfy x1 >= x0 and y1 >= y0")
-    s = _sizes(sizes, b.shape[0], b.device)
-    h, w = s[:, 0], s[:, 1]
-    out = torch.stack([b[:, 0] / w, b[:, 1] / h, (b[:, 2] + 1 - b[:, 0]) / w,
-                       (b[:, 3] + 1 - b[:, 1]) / h], dim=1)
-    return out.float()
-
-
-def xywh_to_xyxy(boxes: Tensor, sizes: Tensor | Sequence[int]) -> Tensor:
-    """Normalized ``(x, y, w, h)`` ``(N, 4)`` -> inclusive int64 pixel boxes.
-
-    The continuous extent ``[x W, (x + w) W)`` is rounded to the nearest pixel edges:
-    ``x0 = round(x W)``, ``x1 = round((x + w) W) - 1``, then clipped to the image with
-    ``x1 >= x0`` (a degenerate prediction gives a one-pixel box). Exact inverse of
-    :func:`xyxy_to_xywh` on pixel boxes.
-    """
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be (N, 4), got {tuple(boxes.shape)}")
-    b = boxes.to(torch.float64)
-    s = _sizes(sizes, b.shape[0], b.device)
-    h, w = s[:, 0], s[:, 1]
-    x0 = torch.round(b[:, 0] * w).clamp(min=0).minimum(w - 1)
-    y0 = torch.round(b[:, 1] * h).clamp(min=0).minimum(h - 1)
-    x1 = (torch.round((b[:, 0] + b[:, 2]) * w) - 1).minimum(w - 1).maximum(x0)
-    y1 = (torch.round((b[:, 1] + b[:, 3]) * h) - 1).minimum(h - 1).maximum(y0)
-    return torch.stack([x0, y0, x1, y1], dim=1).long()
-
-
-# --------------------------------------------------------------------------------------------
-# Pseudo boxes
-# --------------------------------------------------------------------------------------------
-
-def pseudo_boxes_from_maps(maps: Tensor, threshold: float,
-                           original_sizes: Tensor | Sequence[Sequence[int]]) -> Tensor:
-    """Pseudo ground-truth boxes for the regressor, in original image pixels.
-
-    Args:
-        maps: ``(B, H, W)`` localization maps already upsampled to the evaluation resolution
-            (448x448 in the paper, following PSOL) and normalized to [0, 1] per image.
-        threshold: box threshold ``t`` in [0, 1) (chosen on the val split [inferred]).
-        original_sizes: ``(B, 2)`` original ``(H0, W0)`` of each image.
-
-    Returns:
-        ``(B, 4)`` int64 ``(x0, y0, x1, y1)`` in original pixels. Each map's box is the
-        wsolevaluation box at threshold ``t`` with the largest contour only
-        (:func:`wsol.localization.boxes_from_map` with ``multi_contour=False``:
-        ``u = uint8(255 map)``, foreground ``u > int(t max u)``, ``(x, y, min(x + w, W - 1),
-        min(y + h, H - 1))`` of the largest contour's bounding rectangle, ``(0, 0, 0, 0)`` for a
-        blank map). That is the convention of the metadata's ground-truth boxes (``x1 = x + w``
-        clipped), so the box is rescaled the way the protocol rescales those:
-        ``int(x * W0 / W)`` per coordinate (wsolevaluation's ``resize_bbox``,
-        :func:`wsol.localization.resize_boxes`). A map that covers exactly the object's pixels
-        thus gives the object's metadata-style box, up to the truncation.
-    """
-    from wsol.localization import boxes_from_map, resize_boxes
-
-    if maps.ndim != 3:
-        raise ValueError(f"maps must be (B, H, W), got {tuple(maps.shape)}")
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    sizes = torch.as_tensor(original_sizes).long().cpu()
-    if sizes.shape != (maps.shape[0], 2) or (sizes <= 0).any():
-        raise ValueError(f"original_sizes must be ({maps.shape[0]}, 2) positive (H, W) pairs, "
-                         f"got shape {tuple(sizes.shape)}")
-    height, width = maps.shape[1:]
-    out = torch.empty(maps.shape[0], 4, dtype=torch.long)
-    for b, scoremap in enumerate(maps.detach().float().cpu()):
-        box = boxes_from_map(scoremap, [threshold], multi_contour=False)[0][0]
-        h0, w0 = (int(v) for v in sizes[b])
-        out[b] = torch.from_numpy(resize_boxes(box, (width, height), (w0, h0)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# The regressor
 # --------------------------------------------------------------------------------------------
 
 def regression_loss(pred: Tensor, target: Tensor, weight: float = PSOL_LOSS_WEIGHT) -> Tensor:
