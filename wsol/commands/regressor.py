@@ -22,6 +22,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from wsol.errors import UserError
+
 NAME = "regressor"
 HELP = "CREAM + regressor: pseudo boxes from a checkpoint, train a box regressor, evaluate it"
 
@@ -139,7 +141,7 @@ def _run_pseudo_boxes(args: argparse.Namespace) -> int:
     from wsol.utils.io import atomic_write_json
 
     if args.map_size < 1:
-        raise ValueError(f"--map-size must be positive, got {args.map_size}")
+        raise UserError(f"--map-size must be positive, got {args.map_size}")
     method, info = load_method(args.checkpoint, "cpu", overrides=args.overrides)
     config = info["config"]
     split = args.split or config["data"]["train_split"]
@@ -154,7 +156,7 @@ def _run_pseudo_boxes(args: argparse.Namespace) -> int:
                                   f"({', '.join(foreign[:3])}); refusing to delete anything")
     if args.threshold is not None:
         if not 0.0 <= args.threshold < 1.0:
-            raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
+            raise UserError(f"--threshold must be in [0, 1), got {args.threshold}")
         threshold, source = float(args.threshold), {"given": True}
     else:
         refuse = tuple(config["data"].get("test_splits") or ()) + ("test",)
@@ -201,7 +203,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from wsol.engine.regressor import load_regressor_config, train_regressor
 
     if args.resume and args.force:
-        raise ValueError("--resume and --force exclude each other")
+        raise UserError("--resume and --force exclude each other")
     run_dir = Path(args.run_dir)
     base = None
     if args.resume and (run_dir / "config.yaml").is_file():
@@ -249,7 +251,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     device = _device(args.device or config["device"])
     metadata = build_split(config, args.split, train=False, backbone=None, metadata_only=True)
     if not config["data"].get("root"):
-        raise ValueError("the classifier's config has no data.root (pass data.root=...)")
+        raise UserError("the classifier's config has no data.root (pass data.root=...)")
     size = int(config["data"]["image_size"])
     results = evaluate_regressor(
         regressor.to(device), metadata, config["data"]["root"], classifier=classifier.to(device),

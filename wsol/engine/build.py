@@ -18,12 +18,12 @@ def build_from_config(config: dict, num_classes: int, pretrained: bool | str | N
     try:
         backbone = create_model(model_cfg["name"], num_classes=num_classes, pretrained=weights,
                                 **model_kwargs(config))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # unknown model or keyword, bad value
         raise ConfigError(f"model {model_cfg['name']!r}: {exc}") from None
     freeze = int(model_cfg.get("freeze_stages", 0) or 0)
     if freeze:
         backbone.freeze_stages(freeze)
     try:
         return build_method(config["method"]["name"], backbone, **method_kwargs(config))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # unknown method or keyword, bad value
         raise ConfigError(f"method {config['method']['name']!r}: {exc}") from None

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsol.data.metadata import Metadata
+from wsol.errors import UserError
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
 from wsol.localization.pipeline import EVAL_TYPES, compute_maps
@@ -91,9 +92,9 @@ def evaluate(
     device = torch.device(device)
     inner = unwrap(method)
     if eval_type not in EVAL_TYPES:
-        raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
+        raise UserError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
     if eval_type == "mask" and not hasattr(inner, "localization_masks"):
-        raise ValueError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
+        raise UserError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from wsol.errors import UserError
+
 
 def resolve_device(name: str, what: str = "device") -> torch.device:
     """``auto`` -> CUDA if available else CPU; otherwise ``torch.device(name)``, with a clear
@@ -13,7 +15,7 @@ def resolve_device(name: str, what: str = "device") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"{what} {name!r}: {exc}") from None
+        raise UserError(f"{what} {name!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{what} {name}: CUDA is not available on this machine")
+        raise UserError(f"{what} {name}: CUDA is not available on this machine")
     return device
