@@ -37,7 +37,7 @@ from _common import REPO, write_result
 
 from wsol.engine.checkpoint import load_method
 from wsol.engine.data import build_split
-from wsol.localization import postprocess_maps
+from wsol.localization.pipeline import maps_from_outputs
 from wsol.methods.cream import CREAM, momentum_update, cam_guided_mask, masked_mean_features
 from wsol.metrics import LocalizationEvaluator
 
@@ -92,11 +92,10 @@ def evaluate_cached(method, cache: dict, metadata, image_size: int = 224,
         outputs = {"features": cache["features"][sl], "logits": cache["logits"][sl]}
         labels = cache["labels"][sl]
         t0 = time.perf_counter()
-        raw = method.localization_maps(outputs, labels)
+        batch = maps_from_outputs(method, outputs, labels, (image_size, image_size), "minmax")
         map_time += time.perf_counter() - t0
-        maps = postprocess_maps(raw.float(), (image_size, image_size), "minmax")
-        topk = outputs["logits"].topk(5, dim=1).indices
-        evaluator.update(maps, cache["image_ids"][sl], topk)
+        topk = batch.logits.topk(5, dim=1).indices
+        evaluator.update(batch.maps, cache["image_ids"][sl], topk)
     res = evaluator.compute()
     res["top1_cls"] = res.pop("top1_acc")
     res["top5_cls"] = res.pop("top5_acc")

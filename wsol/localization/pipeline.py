@@ -29,7 +29,7 @@ from torch import Tensor
 from wsol.localization.normalize import postprocess_maps
 
 __all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
-           "compute_maps", "localize", "model_device"]
+           "compute_maps", "localize", "maps_from_outputs", "model_device"]
 
 EVAL_TYPES = ("prob", "mask")
 
@@ -119,23 +119,36 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
                 outputs = method(images)
             outputs = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
                        for k, v in outputs.items()}
-            logits = outputs["logits"].detach()
-            if classes is None:
-                classes = logits.argmax(dim=1)
-            classes = torch.as_tensor(classes).to(device=device, dtype=torch.long)
-            if eval_type == "mask":
-                maps = method.localization_masks(outputs, classes, size).detach().float()
-            else:
-                raw = method.localization_maps(outputs, classes).detach().float()
-                maps = postprocess_maps(raw, size, normalization)
-            extra: dict[str, Tensor] = {}
-            if stages:
-                by_stage = method.maps_by_stage(outputs, classes)
-                extra = {s: postprocess_maps(by_stage[s].detach().float(), size, normalization)
-                         for s in stages if s in by_stage}
+            batch = maps_from_outputs(method, outputs, classes, size, normalization,
+                                      eval_type=eval_type, stages=stages)
         del outputs
     finally:
         method.train(was_training)
+    return batch
+
+
+def maps_from_outputs(method: torch.nn.Module, outputs: dict[str, Tensor],
+                      classes: Tensor | None, size: tuple[int, int],
+                      normalization: str = "minmax", *, eval_type: str = "prob",
+                      stages: Sequence[str] = ()) -> MapBatch:
+    """Steps 2-3 of :func:`compute_maps` on outputs already computed (e.g. cached features of
+    a whole split, evaluated under many inference settings); the caller chooses the grad
+    mode (gradient maps need the graph of ``outputs``)."""
+    logits = outputs["logits"].detach().float()
+    if classes is None:
+        classes = logits.argmax(dim=1)
+    classes = torch.as_tensor(classes).to(device=logits.device, dtype=torch.long)
+    size = (int(size[0]), int(size[1]))
+    if eval_type == "mask":
+        maps = method.localization_masks(outputs, classes, size).detach().float()
+    else:
+        raw = method.localization_maps(outputs, classes).detach().float()
+        maps = postprocess_maps(raw, size, normalization)
+    extra: dict[str, Tensor] = {}
+    if stages:
+        by_stage = method.maps_by_stage(outputs, classes)
+        extra = {s: postprocess_maps(by_stage[s].detach().float(), size, normalization)
+                 for s in stages if s in by_stage}
     return MapBatch(maps=maps, logits=logits, classes=classes, stages=extra)
 
 
