@@ -1,0 +1,166 @@
+"""Pipelines against the bare forward pass, in one run: img/s of the bare forward, `evaluate`,
+`localize` and a training epoch, for fp32 / channels_last / bf16 autocast / both.
+
+    python benchmarks/bench_pipeline.py [--checkpoint runs/cub10-seed0-cream/checkpoints/best.pt]
+        [--reps 2]
+
+Data: the CUB subset (classes 1-10; `wsol prepare cub` into data/cub10 if missing), 243 test
+images for the inference pipelines, the 250 training images for the epoch. Model:
+EfficientNet-Lite0; the checkpoint (default: the CUB-subset CREAM run of cub_seeds.py, whose
+CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-class head.
+
+- bare forward: ``method(images)`` under ``no_grad`` on batches of 32 already decoded and
+  normalized in memory: the ceiling every pipeline is measured against;
+- evaluate: the engine's evaluation end to end (data loader with ``data.num_workers`` workers,
+  forward, maps, upsampling, normalization, the box evaluator at interval 0.001, IoU 30/50/70);
+- localize: ``wsol.Localizer`` on the image files (decode, resize, forward, maps, boxes in
+  original pixels), no files written;
+- train epoch: one epoch of the one training loop (no validation), images/s from its
+  ``epoch_time_s``.
+
+Modes alternate inside each repetition (fp32, channels_last, bf16, channels_last + bf16) so a
+noisy shared machine affects them alike; the best of ``--reps`` is kept. MaxBoxAccV2 of each
+evaluation is recorded to show the metrics hold. Writes benchmarks/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from _common import REPO, write_result
+
+SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
+MODES = {"fp32": (False, False), "channels_last": (False, True), "bf16": ("bf16", False),
+         "channels_last+bf16": ("bf16", True)}
+
+
+def base_config(metadata: Path, checkpoint: Path | None) -> dict:
+    from wsol.config import load_config, resolve_config_path
+
+    if checkpoint is not None:
+        from wsol.engine.checkpoint import load_checkpoint
+
+        config = load_checkpoint(checkpoint)["config"]
+    else:
+        config = load_config(resolve_config_path("cream_efficientnet_lite0_cub10"))
+    config = load_config(None, [f"data.root={SHARED_CUB / 'images'}",
+                                f"data.metadata={metadata}", "method.stage=cam",
+                                "data.num_workers=2"], base=config)
+    return config
+
+
+def bare_forward(method, images: list[torch.Tensor], amp, channels_last: bool) -> float:
+    from wsol.localization.pipeline import autocast_context
+
+    method.eval()
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+        images = [x.contiguous(memory_format=torch.channels_last) for x in images]
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
+        for x in images:
+            method(x)
+    elapsed = time.perf_counter() - t0
+    method.to(memory_format=torch.contiguous_format)
+    return sum(x.shape[0] for x in images) / elapsed
+
+
+def evaluate_once(method, config: dict, amp, channels_last: bool) -> tuple[float, float]:
+    from wsol.engine.train import evaluate_split
+
+    t0 = time.perf_counter()
+    res = evaluate_split(method, config, "test", torch.device("cpu"), method.backbone, amp=amp,
+                         channels_last=channels_last)
+    return res["num_images"] / (time.perf_counter() - t0), res["MaxBoxAccV2"]
+
+
+def localize_once(method, paths: list[Path], amp) -> float:
+    from wsol.api import Localizer
+
+    loc = Localizer(method, batch_size=32, amp=amp)
+    t0 = time.perf_counter()
+    out = loc([str(p) for p in paths])
+    assert len(out.boxes) == len(paths)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def train_epoch(config: dict, amp, channels_last: bool) -> float:
+    import csv
+
+    from wsol.config import load_config
+    from wsol.engine.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, [f"run_dir={tmp}/run", "optim.epochs=1", "data.val_split=null",
+                                 "data.test_splits=[]", f"train.amp={str(amp).lower()}",
+                                 f"train.channels_last={str(channels_last).lower()}"],
+                          base=config)
+        cfg["model"]["pretrained"] = True
+        train(cfg, progress=False)
+        row = next(csv.DictReader(open(Path(tmp) / "run" / "metrics.csv")))
+    return 250 / float(row["epoch_time_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", default=str(REPO / "runs" / "cub10-seed0-cream" /
+                                                     "checkpoints" / "best.pt"))
+    parser.add_argument("--metadata", default=str(REPO / "data" / "cub10"))
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args()
+    metadata = Path(args.metadata)
+    if not (metadata / "train").is_dir():
+        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(SHARED_CUB),
+                        "--out", str(metadata)], cwd=REPO, check=True)
+    checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    config = base_config(metadata, checkpoint)
+
+    from wsol.engine.build import build_from_config
+    from wsol.engine.checkpoint import load_method
+    from wsol.engine.data import build_split
+
+    if checkpoint is not None:
+        method, _ = load_method(checkpoint, method_overrides={"stage": "cam"})
+    else:
+        method = build_from_config(config, num_classes=10).eval()
+    dataset, meta, _ = build_split(config, "test", train=False, backbone=method.backbone)
+    batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    images = list(batch.split(32))
+    paths = [SHARED_CUB / "images" / i for i in meta.image_ids]
+
+    results: dict[str, dict] = {m: {} for m in MODES}
+    for rep in range(args.reps):
+        for mode, (amp, cl) in MODES.items():
+            r = results[mode]
+            r["bare_forward"] = max(r.get("bare_forward", 0.0),
+                                    bare_forward(method, images, amp, cl))
+            ips, acc = evaluate_once(method, config, amp, cl)
+            r["evaluate"] = max(r.get("evaluate", 0.0), ips)
+            r["MaxBoxAccV2"] = acc
+            r["localize"] = max(r.get("localize", 0.0), localize_once(method, paths, amp))
+            if not args.skip_train and rep == 0:
+                r["train_epoch"] = train_epoch(config, amp, cl)
+            print(rep, mode, {k: round(v, 2) for k, v in r.items()}, flush=True)
+    for mode, r in results.items():
+        for key in ("evaluate", "localize", "train_epoch"):
+            if key in r:
+                r[f"{key}_vs_bare_forward"] = round(r[key] / r["bare_forward"], 3)
+    write_result("pipeline", {
+        "what": "img/s on the CUB subset (243 test / 250 train images), EfficientNet-Lite0, "
+                "batch 32 at 224, CPU; best of reps; modes alternate within each rep",
+        "checkpoint": str(checkpoint) if checkpoint else "ImageNet weights, fresh 10-class head",
+        "reps": args.reps, "results": results,
+        "MaxBoxAccV2_delta_vs_fp32": {m: round(r["MaxBoxAccV2"] - results["fp32"]["MaxBoxAccV2"],
+                                               3) for m, r in results.items()}})
+
+
+if __name__ == "__main__":
+    main()
