@@ -19,7 +19,8 @@ from pathlib import Path
 from wsol.errors import UserError
 
 NAME = "prepare"
-HELP = "build metadata for CUB or a synthetic dataset; check ILSVRC / OpenImages image roots"
+HELP = ("build metadata for CUB, VOC2012, a class-folder tree, large-object crops or a synthetic "
+        "dataset; check ILSVRC / OpenImages image roots")
 
 
 def _positive_int(text: str) -> int:

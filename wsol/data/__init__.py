@@ -25,7 +25,8 @@ from wsol.data.transforms import (
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "MAX_IMAGE_PIXELS", "EvalTransform", "ImageCheckReport", "ImageLoadError",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MAX_IMAGE_PIXELS", "EvalTransform", "ImageCheckReport",
+    "ImageLoadError",
     "MaskAnnotation", "Metadata", "MetadataError", "Normalize", "TrainTransform", "WSOLDataset",
     "build_transform", "check_images", "check_labels", "check_split_labels", "load_image",
     "max_image_pixels", "read_metadata", "to_tensor", "write_metadata",

@@ -245,8 +245,8 @@ def prepare_crops(source: str | os.PathLike, out: str | os.PathLike, *,
             raise PrepareError(f"{images / image_id}: decoded size {img.size[0]}x{img.size[1]} "
                                f"differs from image_sizes.txt ({expected[0]}x{expected[1]})")
         try:
-            crop = plan_crop(img.size, meta.boxes[image_id], image_rng(seed, image_id),  # type: ignore[index]
-                             min_cover, max_cover, box)
+            boxes = meta.boxes[image_id]  # type: ignore[index]
+            crop = plan_crop(img.size, boxes, image_rng(seed, image_id), min_cover, max_cover, box)
         except PrepareError as exc:
             raise PrepareError(f"{image_id}: {exc}") from None
         cx0, cy0, cx1, cy1 = crop.window

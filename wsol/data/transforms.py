@@ -53,7 +53,8 @@ _OPEN_LOCK = threading.Lock()
 
 
 def max_image_pixels() -> int:
-    """The pixel limit in force: ``$WSOL_MAX_IMAGE_PIXELS`` if set, else :data:`MAX_IMAGE_PIXELS`."""
+    """The pixel limit in force: ``$WSOL_MAX_IMAGE_PIXELS`` if set, else
+    :data:`MAX_IMAGE_PIXELS`."""
     text = os.environ.get("WSOL_MAX_IMAGE_PIXELS")
     if text is None or not text.strip():
         return MAX_IMAGE_PIXELS

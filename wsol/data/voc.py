@@ -124,7 +124,7 @@ def parse_annotation(path: str | os.PathLike) -> VOCAnnotation:
         if any(c is None for c in coords):
             raise PrepareError(f"{path}: object {k} ({name}) lacks a complete <bndbox>")
         try:
-            xmin, ymin, xmax, ymax = (math.floor(float(c)) for c in coords)  # type: ignore[arg-type]
+            xmin, ymin, xmax, ymax = (math.floor(float(c)) for c in coords)  # type: ignore
         except ValueError:
             raise PrepareError(f"{path}: object {k} ({name}) has a non-numeric box "
                                f"{coords}") from None
