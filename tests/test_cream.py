@@ -390,6 +390,8 @@ def test_end_to_end_training_with_tiny_backbone():
 def _two_rank_worker(rank: int, init_file: str, result_file: str) -> None:
     import torch.distributed as dist
 
+    from wsol.engine.distributed import all_reduce_sum
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         torch.set_num_threads(1)
@@ -397,7 +399,8 @@ def _two_rank_worker(rank: int, init_file: str, result_file: str) -> None:
         labels = torch.tensor([0, 1, 0, 2, 0, 1])
         mine = slice(0, 2) if rank == 0 else slice(2, 6)          # uneven split of one batch
         emb = torch.ones(3, 4)
-        momentum_update(emb, feats[mine], labels[mine], torch.ones(6, dtype=torch.bool)[mine], 0.5)
+        momentum_update(emb, feats[mine], labels[mine], torch.ones(6, dtype=torch.bool)[mine], 0.5,
+                        reduce=all_reduce_sum)
         # Momentum fit with uneven shards: rank 0 has 1 batch, rank 1 has 2 (must not hang).
         images, _ = red_square_batch(6)
         method = CREAM(ColorBackbone(), gamma=0.5)
@@ -405,6 +408,7 @@ def _two_rank_worker(rank: int, init_file: str, result_file: str) -> None:
         batches = ([{"image": images[:2], "label": zeros[:2]}] if rank == 0 else
                    [{"image": images[2:4], "label": zeros[2:4]},
                     {"image": images[4:], "label": zeros[4:]}])
+        method.reduce_fn = all_reduce_sum  # as the engine sets it
         fit_embeddings(method, batches, "cpu", mode="momentum", progress=False)
         torch.save({"emb": emb, "fg": method.fg_embeddings, "count": method.update_count},
                    f"{result_file}.{rank}")

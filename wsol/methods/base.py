@@ -23,10 +23,29 @@ and, per evaluation batch (under ``torch.no_grad()`` unless ``maps_need_grad``):
 code upsamples them to the input size (bicubic) and normalizes each map (minmax by default).
 Methods whose maps are binary masks (B-CAM's ``mask`` evaluation) also implement
 ``localization_masks``.
+
+Methods whose training forward needs the labels (ACoL erases the region of the ground-truth
+class, SPG builds its masks from it) keep them from ``prepare_batch`` for the next forward of the
+same batch (``_keep_labels`` / ``_take_labels``); without them (evaluation, or a forward outside
+the engine) they use the predicted class, as the reference code does when no label is given.
+
+CREAM add-on (:mod:`wsol.methods.cream`): ``build_method(name, backbone, cream=True, ...)`` puts
+CREAM's context embeddings on any method that defines
+
+- ``cream_features(outputs)``: the ``(B, D, h, w)`` features the method's own map is computed
+  from (default ``outputs["features"]``), which CREAM clusters, with ``cream_feature_dim = D``;
+- ``localization_maps``: the method's own map, which guides Eq.3 and is fused in Eq.12;
+- ``cream_valid_pixels(outputs, features)``: optionally a ``(B, h, w)`` bool mask of the pixels
+  that may update the embeddings during training (CutMix leaves out the pasted box).
+
+``reduce_fn`` sums a tensor over distributed processes in place; the engine sets it
+(``wsol.engine.distributed.all_reduce_sum``), the default is the single-process identity, so no
+method imports the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -34,16 +53,53 @@ from torch import Tensor, nn
 from wsol.models.base import WSOLBackbone
 
 
+def single_process_reduce(tensor: Tensor) -> None:
+    """The default ``reduce_fn``: one process, the sum over processes is the tensor itself."""
+
+
 class WSOLMethod(nn.Module):
-    """Base class of CAM, CREAM, B-CAM."""
+    """Base class of every method (CAM, CREAM, B-CAM, HaS, ACoL, SPG, ADL, CutMix)."""
 
     name: ClassVar[str] = "base"
     #: True when ``localization_maps`` differentiates through ``outputs`` (gradient maps).
     maps_need_grad: ClassVar[bool] = False
+    #: True for methods carrying CREAM's context embeddings (:mod:`wsol.methods.cream`).
+    with_cream: ClassVar[bool] = False
 
     def __init__(self, backbone: WSOLBackbone) -> None:
         super().__init__()
         self.backbone = backbone
+        #: In-place sum over processes (set by the engine under torch.distributed).
+        self.reduce_fn: Callable[[Tensor], None] = single_process_reduce
+        self._kept_labels: Tensor | None = None
+
+    def _keep_labels(self, labels: Tensor) -> None:
+        """Remember the training labels for the next forward (see the module docstring)."""
+        self._kept_labels = labels
+
+    def _take_labels(self, images: Tensor, labels: Tensor | None) -> Tensor | None:
+        """Labels for this forward: the explicit ones, else those kept by ``prepare_batch`` when
+        training on a batch of the same size, else None (use the prediction). Kept labels are
+        used once."""
+        kept, self._kept_labels = self._kept_labels, None
+        if labels is not None:
+            return labels
+        if self.training and kept is not None and kept.shape[0] == images.shape[0]:
+            return kept.to(images.device)
+        return None
+
+    @property
+    def cream_feature_dim(self) -> int:
+        """Channels ``D`` of :meth:`cream_features`."""
+        return int(self.backbone.feature_dim)
+
+    def cream_features(self, outputs: dict[str, Tensor]) -> Tensor:
+        """The features this method's map is computed from (what CREAM clusters)."""
+        return outputs["features"]
+
+    def cream_valid_pixels(self, outputs: dict[str, Tensor], features: Tensor) -> Tensor | None:
+        """Pixels allowed to update CREAM's embeddings in this training batch (None = all)."""
+        return None
 
     @property
     def num_classes(self) -> int:

@@ -18,37 +18,51 @@ is the calibrated foreground map (Eq.10-11), which is added to the min-max norma
 Everything is batched: all images of a batch go through EM at once with ``bmm``/``einsum``, on
 the features' device, with no Python loop over images.
 
+CREAM on any method (plug-and-play, paper Table 1 / Fig. 6): :class:`CreamAddon` is a mixin
+that adds the embeddings, their training update and the three inference stages to any
+:class:`~wsol.methods.base.WSOLMethod`; ``build_method(name, backbone, cream=True, **kw)`` (config
+``method.cream: true``) builds ``with_cream(cls)``, the method's class with the mixin in front.
+The method keeps its own loss, ``prepare_batch`` and forward untouched, so its weights train
+exactly as without CREAM (same seed). CREAM reads two things from the method: the features its
+map is computed from (``cream_features``) and its own map (``localization_maps``, which guides
+Eq.3 with the ground-truth class during training and is ``M_c`` in Eq.10-12 at inference).
+:class:`CREAM` (``method.name: cream``) is the mixin on :class:`~wsol.methods.cam.CAM`.
+
 Public API::
 
     cam_guided_mask(cams, tau=0.2) -> mask                          # Eq.3
     masked_mean_features(features, mask) -> f_fg, f_bg, valid_fg, valid_bg   # Eq.4 averages
-    momentum_update(emb, feats, labels, valid, gamma) -> counts     # Eq.4 update
+    momentum_update(emb, feats, labels, valid, gamma, reduce=None) -> counts  # Eq.4 update
     em_reactivation(features, mu_init, scale, iterations, pi_init) -> Z, mu, pi  # Eq.5-9
     calibrate(Z, region) -> Z_hat                                   # Eq.10-11
     fuse(Z_hat, cam) -> M_hat                                       # Eq.12
+    CreamAddon, with_cream(method_cls) -> method_cls + CREAM, CREAM_OPTIONS
     CREAM(backbone, tau=0.2, gamma=0.8, scale=8.0, iterations=2, stage="fused", ...)
     CREAM.from_cam(cam_method_or_backbone, **kw)
-    fit_embeddings(method, loader, device, mode="mean", progress=True)
+    fit_embeddings(method, loader, device, mode="mean", progress=True, reduce_fn=None)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
-from wsol.methods.base import WSOLMethod
+from wsol.methods.base import WSOLMethod, single_process_reduce
+from wsol.methods.cam import CAM
 from wsol.methods.registry import register_method
 from wsol.models.base import WSOLBackbone
 from wsol.utils.maps import minmax_per_image
 
 __all__ = [
     "CREAM",
+    "CREAM_OPTIONS",
     "STAGES",
+    "CreamAddon",
+    "with_cream",
     "calibrate",
     "cam_guided_mask",
     "em_reactivation",
@@ -129,12 +143,13 @@ def masked_mean_features(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor
 
 @torch.no_grad()
 def momentum_update(emb: Tensor, feats: Tensor, labels: Tensor, valid: Tensor,
-                    gamma: float) -> Tensor:
+                    gamma: float, reduce: Callable[[Tensor], None] | None = None) -> Tensor:
     """Eq.4 momentum rule, batched: ``e_c <- gamma e_c + (1 - gamma) mean_{b: y_b = c} f_b``.
 
     The mean runs over the valid samples of class ``c`` in the batch (all ranks together: the
-    per-class sums and counts are summed with :func:`wsol.engine.distributed.all_reduce_sum`
-    before the update, so every rank applies the identical update; a no-op in one process).
+    per-class sums and counts are summed in place by ``reduce`` before the update, so every rank
+    applies the identical update; ``None`` = one process, no reduction). Under torch.distributed
+    pass ``wsol.engine.distributed.all_reduce_sum``; methods get it as their ``reduce_fn``.
     Classes with no valid sample are left unchanged. ``gamma = 0`` copies the batch mean,
     ``gamma = 1`` leaves the buffer unchanged. ``emb`` is updated in place.
 
@@ -144,6 +159,7 @@ def momentum_update(emb: Tensor, feats: Tensor, labels: Tensor, valid: Tensor,
         labels: ``(B,)`` int class of each sample.
         valid: ``(B,)`` bool, samples that take part.
         gamma: momentum coefficient in ``[0, 1]``.
+        reduce: in-place sum over processes of a tensor (every rank must call it).
 
     Returns:
         ``(C,)`` int64 number of samples (over all ranks) that updated each class.
@@ -167,7 +183,7 @@ def momentum_update(emb: Tensor, feats: Tensor, labels: Tensor, valid: Tensor,
     weighted = torch.cat([feats.to(device=emb.device, dtype=emb.dtype) * w.unsqueeze(1),
                           w.unsqueeze(1)], dim=1)
     stats.index_add_(0, labels, weighted)
-    all_reduce_sum(stats)
+    (reduce or single_process_reduce)(stats)
     counts = stats[:, -1]
     present = counts > 0
     mean = stats[:, :-1] / counts.clamp_min(1.0).unsqueeze(1)
@@ -301,27 +317,37 @@ def fuse(z_hat: Tensor, cam: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# The method
+# The add-on and CREAM on CAM
 # --------------------------------------------------------------------------------------------
 
-@register_method
-class CREAM(WSOLMethod):
-    """Class re-activation mapping on top of a CAM backbone (method-spec §2).
+#: CREAM's keyword arguments and defaults (everything else goes to the wrapped method).
+CREAM_OPTIONS: dict[str, Any] = {
+    "tau": 0.2, "gamma": 0.8, "scale": 8.0, "iterations": 2, "stage": "fused", "init_seed": 0,
+    "init_std": 1.0, "feature_normalization": "none", "pi_init": "uniform", "skip_empty": "both",
+}
 
-    Training loss = CAM's cross-entropy (inherited). :meth:`update_state` maintains the context
-    embeddings (Eq.3-4); :meth:`localization_maps` runs EM re-activation, calibration and fusion
-    (Eq.5-12).
 
-    Args:
-        backbone: any :class:`~wsol.models.base.WSOLBackbone`.
+class CreamAddon(WSOLMethod):
+    """CREAM on top of a method (method-spec §2, §6 "CREAM on top"): a mixin placed before the
+    method's class (:func:`with_cream`); see the module docstring.
+
+    Training: the method's own loss (inherited untouched). :meth:`update_state` first runs the
+    method's own update, then maintains the context embeddings (Eq.3-4) on
+    ``cream_features(outputs)`` with the Eq.3 mask of the method's own map for the ground-truth
+    class. Inference: :meth:`localization_maps` runs EM re-activation, calibration and fusion
+    (Eq.5-12) on the same features, with the method's own map as ``M_c``.
+
+    Args (keywords; the others go to the method):
         tau: CAM threshold of Eq.3 (training mask and calibration region), 0.2.
         gamma: momentum of Eq.4, 0.8 (Table 8).
         scale: ``s`` of Eq.7, 8.
-        iterations: EM iterations ``T`` (Table 7; 0 = plain CAM). See :func:`em_reactivation`.
-        stage: which map :meth:`localization_maps` returns: ``"cam"`` (Eq.1), ``"calibrated"``
-            (Eq.11) or ``"fused"`` (Eq.12, default).
+        iterations: EM iterations ``T`` (Table 7; 0 = the method's plain map). See
+            :func:`em_reactivation`.
+        stage: which map :meth:`localization_maps` returns: ``"cam"`` (the method's own map;
+            Eq.1 for CAM), ``"calibrated"`` (Eq.11) or ``"fused"`` (Eq.12, default).
         init_seed: seed of the dedicated ``torch.Generator`` that draws the initial embeddings,
-            so every rank (and every rebuild) starts from the same buffers.
+            so every rank (and every rebuild) starts from the same buffers and the global RNG
+            (hence the method's training) is untouched.
         init_std: [inferred] the embeddings start as i.i.d. ``N(0, init_std^2)`` entries (the
             paper only says "randomly initialized"; with cosine similarity only the direction
             matters at inference, the scale sets how fast the momentum rule forgets the init).
@@ -334,19 +360,23 @@ class CREAM(WSOLMethod):
             for both embeddings (its CAM gave no split), ``"each"`` still updates the embedding
             whose part is non-empty.
 
-    Buffers (saved in ``state_dict``, never trained): ``fg_embeddings``, ``bg_embeddings``
-    ``(C, D)`` float32; ``update_count`` ``(2, C)`` int64, the number of samples absorbed by
-    each class's foreground (row 0) and background (row 1) embedding (0 = still the random
-    init).
+    Buffers (saved in ``state_dict`` under the method's own top-level keys, never trained):
+    ``fg_embeddings``, ``bg_embeddings`` ``(C, D)`` float32 with ``D = cream_feature_dim``;
+    ``update_count`` ``(2, C)`` int64, the number of samples absorbed by each class's foreground
+    (row 0) and background (row 1) embedding (0 = still the random init). The distributed sum
+    is ``self.reduce_fn`` (set by the engine).
     """
 
-    name = "cream"
+    with_cream = True
 
-    def __init__(self, backbone: WSOLBackbone, tau: float = 0.2, gamma: float = 0.8,
+    def __init__(self, backbone: WSOLBackbone, *, tau: float = 0.2, gamma: float = 0.8,
                  scale: float = 8.0, iterations: int = 2, stage: str = "fused",
                  init_seed: int = 0, init_std: float = 1.0, feature_normalization: str = "none",
-                 pi_init: str = "uniform", skip_empty: str = "both") -> None:
-        super().__init__(backbone)
+                 pi_init: str = "uniform", skip_empty: str = "both", **method_kwargs: Any) -> None:
+        super().__init__(backbone, **method_kwargs)
+        if self.maps_need_grad:
+            raise ValueError(f"CREAM cannot be added to {self.name!r}: its map needs gradients "
+                             "(CREAM's Eq.3 guide is computed without them)")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"CREAM: gamma must be in [0, 1], got {gamma}")
         if not math.isfinite(tau):
@@ -376,12 +406,143 @@ class CREAM(WSOLMethod):
         self.feature_normalization = feature_normalization
         self.pi_init = pi_init
         self.skip_empty = skip_empty
-        num_classes, dim = int(backbone.num_classes), int(backbone.feature_dim)
+        num_classes, dim = int(backbone.num_classes), int(self.cream_feature_dim)
         gen = torch.Generator().manual_seed(self.init_seed)
         init = torch.randn(2, num_classes, dim, generator=gen) * self.init_std
         self.register_buffer("fg_embeddings", init[0].clone())
         self.register_buffer("bg_embeddings", init[1].clone())
         self.register_buffer("update_count", torch.zeros(2, num_classes, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (f"method={self.name}, cream: tau={self.tau}, gamma={self.gamma}, "
+                f"scale={self.scale}, iterations={self.iterations}, stage={self.stage!r}, "
+                f"feature_normalization={self.feature_normalization!r}, "
+                f"pi_init={self.pi_init!r}, skip_empty={self.skip_empty!r}")
+
+    def method_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
+        """The wrapped method's own raw ``(B, h, w)`` map (``M_c`` of Eq.3 and Eq.10-12)."""
+        return super().localization_maps(outputs, classes)
+
+    # ---------------------------------------------------------------- training (Eq.3-4)
+    def _batch_means(self, outputs: dict[str, Tensor],
+                     labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Eq.3 mask from the method's map for the GT class, then Eq.4's averages and flags.
+
+        Pixels outside ``cream_valid_pixels`` (if any) belong to neither part.
+        """
+        feats = self.cream_features(outputs).detach()
+        cams = self.method_maps(outputs, labels).detach()
+        if cams.shape != (feats.shape[0], *feats.shape[2:]):
+            raise ValueError(f"{self.name}: map of shape {tuple(cams.shape)} does not match the "
+                             f"CREAM features of shape {tuple(feats.shape)}")
+        mask = cam_guided_mask(cams, self.tau)
+        valid = self.cream_valid_pixels(outputs, feats)
+        if valid is None:
+            f_fg, f_bg, valid_fg, valid_bg = masked_mean_features(feats, mask)
+        else:
+            f_fg, _, valid_fg, _ = masked_mean_features(feats, mask & valid)
+            f_bg, _, valid_bg, _ = masked_mean_features(feats, ~mask & valid)
+        if self.skip_empty == "both":
+            valid_fg = valid_bg = valid_fg & valid_bg
+        return f_fg, f_bg, valid_fg, valid_bg
+
+    @torch.no_grad()
+    def update_state(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
+        """The method's own update, then Eq.3-4 on its (detached) features with the GT class."""
+        super().update_state(outputs, labels)
+        labels = labels.to(self.fg_embeddings.device)
+        f_fg, f_bg, valid_fg, valid_bg = self._batch_means(outputs, labels)
+        n_fg = momentum_update(self.fg_embeddings, f_fg, labels, valid_fg, self.gamma,
+                               self.reduce_fn)
+        n_bg = momentum_update(self.bg_embeddings, f_bg, labels, valid_bg, self.gamma,
+                               self.reduce_fn)
+        self.update_count[0] += n_fg
+        self.update_count[1] += n_bg
+
+    @torch.no_grad()
+    def _empty_update(self) -> None:
+        """Take part in the distributed reductions of :meth:`update_state` with no sample."""
+        for row, emb in enumerate((self.fg_embeddings, self.bg_embeddings)):
+            none = torch.zeros(0, dtype=torch.long, device=emb.device)
+            self.update_count[row] += momentum_update(emb, emb.new_zeros(0, emb.shape[1]), none,
+                                                      none.bool(), self.gamma, self.reduce_fn)
+
+    # ---------------------------------------------------------------- inference (Eq.5-12)
+    def _stage_maps(self, outputs: dict[str, Tensor], classes: Tensor,
+                    upto: str) -> dict[str, Tensor]:
+        cams = self.method_maps(outputs, classes)
+        maps = {"cam": cams}
+        if upto == "cam" or self.iterations == 0:
+            return maps
+        features = self.cream_features(outputs)
+        bsz, _, h, w = features.shape
+        classes = classes.to(self.fg_embeddings.device)
+        mu_init = torch.stack([self.fg_embeddings[classes], self.bg_embeddings[classes]], dim=1)
+        region = cam_guided_mask(cams, self.tau).reshape(bsz, h * w)
+        pi = None
+        if self.pi_init == "cam":
+            frac = region.float().mean(dim=1).clamp(0.01, 0.99)
+            pi = torch.stack([frac, 1.0 - frac], dim=1)
+        z, _, _ = em_reactivation(features.flatten(2), mu_init, self.scale, self.iterations,
+                                  pi, self.feature_normalization)
+        z_hat = calibrate(z, region).reshape(bsz, h, w)
+        maps["calibrated"] = z_hat
+        if upto == "fused":
+            maps["fused"] = fuse(z_hat, cams)
+        return maps
+
+    def localization_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
+        """Raw ``(B, h, w)`` map of ``self.stage`` for ``classes[b]`` (the method's own map when
+        ``T = 0`` or ``stage = "cam"``)."""
+        maps = self._stage_maps(outputs, classes, self.stage)
+        return maps[self.stage] if self.stage in maps else maps["cam"]
+
+    def maps_by_stage(self, outputs: dict[str, Tensor], classes: Tensor) -> dict[str, Tensor]:
+        """All three stages in one pass (Table 5 ablation): ``{"cam", "calibrated", "fused"}``.
+
+        With ``iterations = 0`` only ``"cam"`` is present.
+        """
+        return self._stage_maps(outputs, classes, "fused")
+
+
+_WITH_CREAM: dict[type, type] = {}
+
+
+def with_cream(method_cls: type[WSOLMethod]) -> type[WSOLMethod]:
+    """``method_cls`` with :class:`CreamAddon` in front (cached: one class per method)."""
+    if not (isinstance(method_cls, type) and issubclass(method_cls, WSOLMethod)):
+        raise ValueError(f"with_cream expects a WSOLMethod subclass, got {method_cls!r}")
+    if method_cls.with_cream:
+        raise ValueError(f"method {method_cls.name!r} already carries CREAM")
+    if method_cls.maps_need_grad:
+        raise ValueError(f"CREAM cannot be added to {method_cls.name!r}: its map needs "
+                         "gradients (CREAM's Eq.3 guide is computed without them)")
+    if method_cls not in _WITH_CREAM:
+        _WITH_CREAM[method_cls] = type(
+            f"{method_cls.__name__}WithCREAM", (CreamAddon, method_cls),
+            {"__module__": method_cls.__module__,
+             "__doc__": f"{method_cls.__name__} with CREAM (see wsol.methods.cream.CreamAddon)."})
+    return _WITH_CREAM[method_cls]
+
+
+@register_method
+class CREAM(CreamAddon, CAM):
+    """Class re-activation mapping on top of CAM (method-spec §2): ``method.name: cream``.
+
+    Training loss = CAM's cross-entropy; Eq.3-4 on the backbone's feature map F with the Eq.1
+    CAM; inference Eq.5-12 on F. Takes the :class:`CreamAddon` keywords.
+    """
+
+    name = "cream"
+
+    def __init__(self, backbone: WSOLBackbone, tau: float = 0.2, gamma: float = 0.8,
+                 scale: float = 8.0, iterations: int = 2, stage: str = "fused",
+                 init_seed: int = 0, init_std: float = 1.0, feature_normalization: str = "none",
+                 pi_init: str = "uniform", skip_empty: str = "both") -> None:
+        super().__init__(backbone, tau=tau, gamma=gamma, scale=scale, iterations=iterations,
+                         stage=stage, init_seed=init_seed, init_std=init_std,
+                         feature_normalization=feature_normalization, pi_init=pi_init,
+                         skip_empty=skip_empty)
 
     @classmethod
     def from_cam(cls, cam_method_or_backbone: WSOLMethod | WSOLBackbone, **kwargs: Any) -> CREAM:
@@ -400,78 +561,6 @@ class CREAM(WSOLMethod):
         param = next(backbone.parameters(), None)
         return method.to(param.device) if param is not None else method
 
-    def extra_repr(self) -> str:
-        return (f"method={self.name}, tau={self.tau}, gamma={self.gamma}, scale={self.scale}, "
-                f"iterations={self.iterations}, stage={self.stage!r}, "
-                f"feature_normalization={self.feature_normalization!r}, "
-                f"pi_init={self.pi_init!r}, skip_empty={self.skip_empty!r}")
-
-    # ---------------------------------------------------------------- training (Eq.3-4)
-    def _batch_means(self, features: Tensor,
-                     labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Eq.3 mask from the GT-class CAM, then Eq.4's averages and validity flags."""
-        feats = features.detach()
-        cams = self.backbone.class_activation_maps(feats, labels)
-        mask = cam_guided_mask(cams, self.tau)
-        f_fg, f_bg, valid_fg, valid_bg = masked_mean_features(feats, mask)
-        if self.skip_empty == "both":
-            valid_fg = valid_bg = valid_fg & valid_bg
-        return f_fg, f_bg, valid_fg, valid_bg
-
-    @torch.no_grad()
-    def update_state(self, outputs: dict[str, Tensor], labels: Tensor) -> None:
-        """Eq.3-4 on ``outputs["features"]`` (detached) with the GT class ``labels``."""
-        labels = labels.to(self.fg_embeddings.device)
-        f_fg, f_bg, valid_fg, valid_bg = self._batch_means(outputs["features"], labels)
-        n_fg = momentum_update(self.fg_embeddings, f_fg, labels, valid_fg, self.gamma)
-        n_bg = momentum_update(self.bg_embeddings, f_bg, labels, valid_bg, self.gamma)
-        self.update_count[0] += n_fg
-        self.update_count[1] += n_bg
-
-    @torch.no_grad()
-    def _empty_update(self) -> None:
-        """Take part in the distributed reductions of :meth:`update_state` with no sample."""
-        for row, emb in enumerate((self.fg_embeddings, self.bg_embeddings)):
-            none = torch.zeros(0, dtype=torch.long, device=emb.device)
-            self.update_count[row] += momentum_update(emb, emb.new_zeros(0, emb.shape[1]), none,
-                                                      none.bool(), self.gamma)
-
-    # ---------------------------------------------------------------- inference (Eq.5-12)
-    def _stage_maps(self, outputs: dict[str, Tensor], classes: Tensor,
-                    upto: str) -> dict[str, Tensor]:
-        features = outputs["features"]
-        cams = self.backbone.class_activation_maps(features, classes)
-        maps = {"cam": cams}
-        if upto == "cam" or self.iterations == 0:
-            return maps
-        bsz, _, h, w = features.shape
-        classes = classes.to(self.fg_embeddings.device)
-        mu_init = torch.stack([self.fg_embeddings[classes], self.bg_embeddings[classes]], dim=1)
-        region = cam_guided_mask(cams, self.tau).reshape(bsz, h * w)
-        pi = None
-        if self.pi_init == "cam":
-            frac = region.float().mean(dim=1).clamp(0.01, 0.99)
-            pi = torch.stack([frac, 1.0 - frac], dim=1)
-        z, _, _ = em_reactivation(features.flatten(2), mu_init, self.scale, self.iterations,
-                                  pi, self.feature_normalization)
-        z_hat = calibrate(z, region).reshape(bsz, h, w)
-        maps["calibrated"] = z_hat
-        if upto == "fused":
-            maps["fused"] = fuse(z_hat, cams)
-        return maps
-
-    def localization_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
-        """Raw ``(B, h, w)`` map of ``self.stage`` for ``classes[b]`` (CAM when ``T = 0``)."""
-        maps = self._stage_maps(outputs, classes, self.stage)
-        return maps[self.stage] if self.stage in maps else maps["cam"]
-
-    def maps_by_stage(self, outputs: dict[str, Tensor], classes: Tensor) -> dict[str, Tensor]:
-        """All three stages in one pass (Table 5 ablation): ``{"cam", "calibrated", "fused"}``.
-
-        With ``iterations = 0`` only ``"cam"`` is present.
-        """
-        return self._stage_maps(outputs, classes, "fused")
-
 
 # --------------------------------------------------------------------------------------------
 # Plug-in use: embeddings for an existing CAM model
@@ -481,50 +570,63 @@ _FIT_MODES = ("mean", "momentum")
 
 
 @torch.no_grad()
-def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torch.device | str,
-                   mode: str = "mean", progress: bool = True) -> CREAM:
-    """Compute the context embeddings of an already trained CAM model, without retraining.
+def fit_embeddings(method: CreamAddon, loader: Iterable[dict[str, Any]],
+                   device: torch.device | str, mode: str = "mean", progress: bool = True,
+                   reduce_fn: Callable[[Tensor], None] | None = None) -> CreamAddon:
+    """Compute the context embeddings of an already trained model of any method, without
+    retraining (``method`` is that method with CREAM, e.g. ``build_method(name, backbone,
+    cream=True)`` holding the trained weights).
 
     One pass over ``loader`` (batches of dicts with ``"image"`` ``(B, 3, H, W)`` and ``"label"``
-    ``(B,)``; use the train split with evaluation transforms) with the model in eval mode:
+    ``(B,)``; use the train split with evaluation transforms) with the model in eval mode, on
+    the method's CREAM features guided by its own map for the GT class:
 
     - ``mode="mean"``: ``e_fg^c = mean over the split's valid samples of class c of f_fg``
       (Eq.4's averages), likewise ``e_bg^c``: the fixed point of the momentum rule in
       expectation; deterministic and independent of the batch order. Sums and counts are
       reduced over distributed ranks once at the end. Classes without a valid sample keep
       their current embedding. ``update_count`` is set to the per-class sample counts.
-    - ``mode="momentum"``: the training rule (:meth:`CREAM.update_state`) applied batch by batch,
-      starting from the current buffers (order dependent). Under torch.distributed every rank
-      must call it; ranks with fewer batches (uneven shards) join the remaining per-batch
-      reductions with empty updates, so ``loader`` must have a ``len``.
+    - ``mode="momentum"``: the training rule (:meth:`CreamAddon.update_state`) applied batch by
+      batch, starting from the current buffers (order dependent). Under torch.distributed every
+      rank must call it; before each step the ranks sum a "has a batch" flag, and ranks whose
+      shard is exhausted join the remaining reductions with empty updates (uneven shards).
 
-    The model's train/eval mode is restored afterwards. Returns ``method``.
+    ``reduce_fn`` (in-place sum over ranks) defaults to ``method.reduce_fn`` (one process unless
+    the caller set it). The model's train/eval mode is restored afterwards. Returns ``method``.
     """
     if mode not in _FIT_MODES:
         raise ValueError(f"fit_embeddings: mode must be one of {_FIT_MODES}, got {mode!r}")
-    if not isinstance(method, CREAM):
-        raise ValueError(f"fit_embeddings expects a CREAM method, got {type(method).__name__}")
+    if not getattr(method, "with_cream", False):
+        raise ValueError(f"fit_embeddings expects a method with CREAM, got "
+                         f"{type(method).__name__}")
     device = torch.device(device)
+    reduce = reduce_fn or method.reduce_fn
+    saved_reduce = method.reduce_fn
     was_training = method.training
     method.to(device).eval()
+    method.reduce_fn = reduce
     num_classes, dim = method.fg_embeddings.shape
     stats = torch.zeros(2, num_classes, dim + 1, dtype=torch.float64, device=device)
-    extra_batches = 0
-    if mode == "momentum" and get_world_size() > 1:
-        if not hasattr(loader, "__len__"):
-            raise ValueError("fit_embeddings: mode='momentum' under torch.distributed needs a "
-                             "loader with a length (to keep the ranks' reductions in step)")
-        lengths = torch.zeros(get_world_size(), dtype=torch.float64, device=device)
-        lengths[get_rank()] = len(loader)  # type: ignore[arg-type]
-        all_reduce_sum(lengths)
-        extra_batches = int(lengths.max()) - len(loader)  # type: ignore[arg-type]
     batches: Iterable[dict[str, Any]] = loader
-    if progress and is_main_process():
+    if progress:
         from tqdm import tqdm
 
         batches = tqdm(loader, desc=f"CREAM embeddings ({mode})", unit="batch")
+    iterator = iter(batches)
     try:
-        for index, batch in enumerate(batches):
+        index = 0
+        while True:
+            batch = next(iterator, None)
+            if mode == "momentum":
+                flag = torch.tensor([0.0 if batch is None else 1.0], device=device)
+                reduce(flag)
+                if float(flag) == 0.0:
+                    break
+                if batch is None:
+                    method._empty_update()
+                    continue
+            elif batch is None:
+                break
             if not isinstance(batch, dict) or "image" not in batch or "label" not in batch:
                 raise ValueError(f"fit_embeddings: batch {index} is not a dict with 'image' and "
                                  f"'label' keys (got {type(batch).__name__})")
@@ -533,20 +635,20 @@ def fit_embeddings(method: CREAM, loader: Iterable[dict[str, Any]], device: torc
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
                 raise ValueError(f"fit_embeddings: batch {index} has labels outside "
                                  f"[0, {num_classes})")
+            index += 1
             outputs = method(images)
             if mode == "momentum":
                 method.update_state(outputs, labels)
                 continue
-            f_fg, f_bg, valid_fg, valid_bg = method._batch_means(outputs["features"], labels)
+            f_fg, f_bg, valid_fg, valid_bg = method._batch_means(outputs, labels)
             for row, (f, valid) in enumerate(((f_fg, valid_fg), (f_bg, valid_bg))):
                 w = valid.to(torch.float64).unsqueeze(1)
                 stats[row].index_add_(0, labels, torch.cat([f.to(torch.float64) * w, w], dim=1))
-        for _ in range(extra_batches):
-            method._empty_update()
     finally:
         method.train(was_training)
+        method.reduce_fn = saved_reduce
     if mode == "mean":
-        all_reduce_sum(stats)
+        reduce(stats)
         counts = stats[:, :, -1]
         means = stats[:, :, :-1] / counts.clamp_min(1.0).unsqueeze(2)
         means = means.to(method.fg_embeddings.dtype)

@@ -26,8 +26,25 @@ def list_methods() -> list[str]:
 
 
 def build_method(name: str, backbone: WSOLBackbone, **kwargs) -> WSOLMethod:
+    """Build method ``name`` on ``backbone`` with its keyword arguments.
+
+    ``cream=True`` (config ``method.cream: true``) adds CREAM to the method
+    (:func:`wsol.methods.cream.with_cream`); CREAM's own keywords (``tau``, ``stage``, ...,
+    :data:`wsol.methods.cream.CREAM_OPTIONS`) then sit next to the method's.
+    """
     import wsol.methods  # noqa: F401
 
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name](backbone, **kwargs)
+    cls = _METHODS[name]
+    cream = kwargs.pop("cream", False)
+    if not isinstance(cream, bool):
+        raise ValueError(f"method {name!r}: cream must be true or false, got {cream!r}")
+    if cream:
+        if cls.with_cream:
+            raise ValueError(f"method {name!r} already is CREAM (on CAM); cream: true adds "
+                             "CREAM to the other methods (e.g. name: has, cream: true)")
+        from wsol.methods.cream import with_cream
+
+        cls = with_cream(cls)
+    return cls(backbone, **kwargs)

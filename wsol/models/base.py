@@ -17,12 +17,29 @@ that methods need no hooks:
 - ``stages()`` / ``freeze_stages(n)``: fine-tuning control for small (CPU) budgets: the feature
   extractor as an ordered list of stages (input -> output, classifier excluded); the first ``n``
   are frozen (no gradients, BatchNorm statistics fixed even in ``train()`` mode).
+
+Hooks for the method zoo (:mod:`wsol.methods.adl`, ``acol``, ``spg``), so that no method needs a
+per-backbone copy of the network:
+
+- ``family``: the backbone family name (``"vgg16"``, ``"resnet50"``, ...) methods key their
+  architecture-specific choices (ADL positions, ACoL/SPG heads) on.
+- ``insert_after(path, module)``: run a parameter-free ``module`` on the output of the submodule
+  at dotted ``path`` (``"layer3.0"``, ``"features.16"``) and pass its result on, through a
+  forward hook: the state-dict keys, pretrained loading and checkpoints are unchanged.
+- ``forward_trunk(x)`` / ``trunk_dim`` / ``cam_head_modules()``: the feature extractor without
+  the layers that exist only for CAM (VGG's ``conv6``, InceptionV3's SPG_A3 head) and those
+  layers (plus the classifier). ACoL puts its two classifiers on the trunk; for ResNet50,
+  EfficientNet-Lite0 and the tiny CNN the trunk is F itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 
 def make_param_groups(pretrained: list, new: list, lr: float, new_layer_lr_mult: float,
@@ -39,6 +56,20 @@ def make_param_groups(pretrained: list, new: list, lr: float, new_layer_lr_mult:
     return groups
 
 
+class _ApplyAfter:
+    """Forward hook that replaces a module's output ``y`` by ``module(y)``.
+
+    A class (not a closure) so that ``copy.deepcopy`` of a method copies the hook together with
+    the module it applies.
+    """
+
+    def __init__(self, module: Callable[[Tensor], Tensor]) -> None:
+        self.module = module
+
+    def __call__(self, _module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor:
+        return self.module(output)
+
+
 class WSOLBackbone(nn.Module):
     """Base class: subclasses set ``self.classifier`` (``nn.Linear(D, C)`` or a 1x1 ``nn.Conv2d``)
     and implement :meth:`forward_features`."""
@@ -52,6 +83,38 @@ class WSOLBackbone(nn.Module):
     classifier: nn.Module
     #: Number of leading :meth:`stages` frozen by :meth:`freeze_stages` (0 = none).
     frozen_stages: int = 0
+    #: Backbone family (the registry name), the key of the zoo methods' per-backbone choices.
+    family: ClassVar[str | None] = None
+
+    def insert_after(self, path: str, module: Callable[[Tensor], Tensor]) -> RemovableHandle:
+        """Apply ``module`` to the output of submodule ``path``; returns the hook's handle.
+
+        ``module`` must keep the tensor's shape (ADL's dropout, a recording tap). It is not
+        registered as a child here: the caller owns it (so that ``train()``/``eval()`` and
+        ``.to()`` reach it through the caller).
+        """
+        try:
+            target = self.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"{type(self).__name__} has no submodule {path!r} to insert after "
+                             f"(see its named_modules())") from None
+        if target is self:
+            raise ValueError("insert_after needs a submodule path, not the empty path")
+        return target.register_forward_hook(_ApplyAfter(module))
+
+    def forward_trunk(self, x: Tensor) -> Tensor:
+        """The feature extractor without the CAM-only layers (default: F itself)."""
+        return self.forward_features(x)
+
+    @property
+    def trunk_dim(self) -> int:
+        """Channels of :meth:`forward_trunk`."""
+        return self.feature_dim
+
+    def cam_head_modules(self) -> list[nn.Module]:
+        """The layers after the trunk that only the CAM architecture uses (default: the
+        classifier); methods with their own heads over the trunk (ACoL) freeze them."""
+        return [self.classifier]
 
     def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

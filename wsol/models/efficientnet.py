@@ -115,6 +115,7 @@ class EfficientNetLite0(WSOLBackbone):
 
     input_mean = (0.5, 0.5, 0.5)
     input_std = (0.5, 0.5, 0.5)
+    family = "efficientnet_lite0"
 
     def __init__(self, num_classes: int = 1000, output_stride: int = 16, dropout: float = 0.2,
                  drop_path_rate: float = 0.0, padding: str = "same") -> None:

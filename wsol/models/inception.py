@@ -141,13 +141,25 @@ class InceptionV3CAM(WSOLBackbone):
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         return F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    family = "inception_v3"
+
+    def forward_trunk(self, x: Tensor) -> Tensor:
+        """Mixed_6e's output (768 channels): the torchvision layers, without the SPG_A3 head."""
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(self._stem(x))))
         if not self.large_feature_map:
             x = F.max_pool2d(x, 3, stride=2, ceil_mode=True)
         x = self.Mixed_6a(x)
-        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
-        x = self.SPG_A3_1b(F.dropout(x, self.dropout, self.training))
+        return self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
+
+    @property
+    def trunk_dim(self) -> int:
+        return 768
+
+    def cam_head_modules(self) -> list[nn.Module]:
+        return [self.SPG_A3_1b, self.SPG_A3_2b, self.classifier]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.SPG_A3_1b(F.dropout(self.forward_trunk(x), self.dropout, self.training))
         return self.SPG_A3_2b(F.dropout(x, self.dropout, self.training))
 
     def forward_head(self, features: Tensor) -> Tensor:

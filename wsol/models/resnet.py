@@ -75,6 +75,8 @@ class ResNet50CAM(WSOLBackbone):
         self.classifier = nn.Linear(2048, num_classes)
         init_new_layers([self], conv_init="xavier")
 
+    family = "resnet50"
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))

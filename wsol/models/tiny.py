@@ -42,6 +42,8 @@ class TinyCNN(WSOLBackbone):
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         init_new_layers([self], conv_init="he")
 
+    family = "tiny_cnn"
+
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stage3(self.stage2(self.stage1(self.stem(x))))
 

@@ -52,8 +52,31 @@ class VGG16CAM(WSOLBackbone):
         self.classifier = nn.Linear(1024, num_classes)
         init_new_layers([self], conv_init="he")
 
+    family = "vgg16"
+
     def forward_features(self, x: Tensor) -> Tensor:
         return self.relu6(self.conv6(self.features(x)))
+
+    def forward_trunk(self, x: Tensor) -> Tensor:
+        """conv5_3 + ReLU (512 channels): the torchvision layers, without conv6."""
+        return self.features(x)
+
+    @property
+    def trunk_dim(self) -> int:
+        return 512
+
+    def cam_head_modules(self) -> list[nn.Module]:
+        return [self.conv6, self.classifier]
+
+    def layer_path(self, kind: str, index: int) -> str:
+        """Path of the ``index``-th (0-based) ``"conv"`` (its ReLU's output) or ``"pool"`` layer
+        of ``features``, e.g. ``layer_path("conv", 9)`` = conv4_3's ReLU."""
+        if kind == "conv":
+            return f"features.{self.conv_indices()[index] + 1}"
+        if kind == "pool":
+            pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+            return f"features.{pools[index]}"
+        raise ValueError(f"layer_path: kind must be 'conv' or 'pool', got {kind!r}")
 
     def new_modules(self) -> list[nn.Module]:
         """conv6 and the classifier (spec §5)."""
