@@ -25,29 +25,33 @@ if TYPE_CHECKING:  # matplotlib is imported by the plotting functions only
 
 
 def plot_box_acc_curves(curves: Mapping[str, BoxAccCurves], ious: Sequence[str] | None = None,
-                        title: str | None = None) -> Figure:
-    """One panel per IoU threshold, one line per method (the label is the mapping key); the
-    legend gives each method's maximum, MaxBoxAcc at that IoU."""
+                        title: str | None = None,
+                        colors: Mapping[str, object] | None = None) -> Figure:
+    """One panel per IoU threshold, one line per method (the label is the mapping key, the
+    colour ``colors[key]``); each panel's legend, under it, gives each method's maximum,
+    MaxBoxAcc at that IoU."""
     from wsol.viz._figure import new_figure
 
     if not curves:
         raise ValueError("plot_box_acc_curves: no curves given")
     if ious is None:
         ious = sorted({iou for c in curves.values() for iou in c.by_iou}, key=_iou_key)
-    fig = new_figure(4.2 * len(ious), 3.4)
+    fig = new_figure(4.2 * len(ious), 3.2 + 0.2 * len(curves))
     axes = fig.subplots(1, len(ious), squeeze=False)[0]
     for ax, iou in zip(axes, ious):
         for label, c in curves.items():
             if iou in c.by_iou:
                 acc = c.by_iou[iou]
-                ax.plot(c.thresholds, acc, label=f"{label} (max {acc.max():.1f})")
+                ax.plot(c.thresholds, acc, label=f"{label} (max {acc.max():.1f})",
+                        color=(colors or {}).get(label))
         ax.set_title(f"IoU >= {iou}%")
         ax.set_xlabel("CAM threshold")
         ax.set_ylabel("BoxAcc (%)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  frameon=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -75,24 +79,27 @@ def pr_curve_from_results(results: Mapping) -> tuple[np.ndarray, np.ndarray] | N
 
 
 def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                   pxap: Mapping[str, float] | None = None, title: str | None = None) -> Figure:
-    """Precision against recall, one line per method; ``pxap`` values go into the legend."""
+                   pxap: Mapping[str, float] | None = None, title: str | None = None,
+                   colors: Mapping[str, object] | None = None) -> Figure:
+    """Precision against recall, one line per method; ``pxap`` values go into the legend
+    (beside the plot)."""
     from wsol.viz._figure import new_figure
 
     if not curves:
         raise ValueError("plot_pr_curves: no curves given")
-    fig = new_figure(4.6, 3.8)
+    fig = new_figure(7.6, 3.8)
     ax = fig.subplots()
     for label, (precision, recall) in curves.items():
         text = label if not pxap or label not in pxap else f"{label} (PxAP {pxap[label]:.1f})"
         keep = np.isfinite(precision) & np.isfinite(recall)
         order = np.argsort(recall[keep], kind="stable")
-        ax.plot(recall[keep][order], precision[keep][order], label=text)
+        ax.plot(recall[keep][order], precision[keep][order], label=text,
+                color=(colors or {}).get(label))
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     ax.set_title(title or "Pixel precision-recall (PxAP)")
     return fig

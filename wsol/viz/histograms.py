@@ -131,24 +131,30 @@ def activation_histograms(maps: Tensor, boxes: Sequence[Sequence[Sequence[float]
 
 
 def plot_activation_histograms(histograms: Mapping[str, ActivationHistograms],
-                               max_bins: int = 100) -> Figure:
-    """One panel per method: the fg (red) and bg (blue) activation distributions, each scaled
-    to sum to 1, as in CREAM Fig. 1. Histograms finer than ``max_bins`` are coarsened."""
+                               max_bins: int = 100, max_columns: int = 3) -> Figure:
+    """One panel per method (``max_columns`` per row): the fg (red) and bg (blue) activation
+    distributions, each scaled to sum to 1, as in CREAM Fig. 1; one legend for the figure.
+    Histograms finer than ``max_bins`` are coarsened."""
     if not histograms:
         raise ValueError("plot_activation_histograms: no histograms given")
-    fig = new_figure(4.2 * len(histograms), 3.2)
-    axes = fig.subplots(1, len(histograms), squeeze=False)[0]
-    for ax, (label, hist) in zip(axes, histograms.items()):
+    ncols = min(len(histograms), max_columns)
+    nrows = -(-len(histograms) // ncols)
+    fig = new_figure(4.2 * ncols, 3.0 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(histograms):]:
+        ax.set_visible(False)
+    for k, (ax, (label, hist)) in enumerate(zip(axes, histograms.items())):
         hist = hist.coarsen(-(-hist.fg.size // max_bins))
         for counts, color, name in ((hist.fg, "tab:red", "foreground"),
                                     (hist.bg, "tab:blue", "background")):
             total = counts.sum()
             share = counts / total if total > 0 else counts
-            ax.stairs(share, hist.edges, fill=True, alpha=0.45, color=color, label=name)
-        ax.set_title(label)
+            ax.stairs(share, hist.edges, fill=True, alpha=0.45, color=color,
+                      label=name if k == 0 else None)
+        ax.set_title(label, fontsize="medium")
         ax.set_xlabel("normalized activation")
         ax.set_ylabel("share of pixels")
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     return fig

@@ -1,13 +1,18 @@
-"""Overlays: a score map blended over its image in the jet colormap, boxes and a text label.
+"""Overlays: a score map blended over its image, boxes and a text label.
 
 Images are ``(H, W, 3)`` uint8 RGB numpy arrays, maps ``(h, w)`` float arrays in [0, 1] (a map
-of another size is resized to the image bilinearly). The blend is
+of another size is resized to the image bilinearly). The blend is, per pixel ``i``,
 
-    out = (1 - alpha) * image + alpha * jet(map)
+    out_i = (1 - a_i) * image_i + a_i * C(m_i),   a_i = alpha * m_i   (weighting="map")
+                                                  a_i = alpha         (weighting="uniform")
 
-with ``jet`` OpenCV's jet colormap on ``round(255 * map)`` (0 -> dark blue, 1 -> dark red), the
-usual CAM visualization. Boxes are ``(x0, y0, x1, y1)`` with inclusive pixel coordinates, as in
-the wsolevaluation metadata.
+with ``C`` a colormap on ``round(255 * m)``: by default OpenCV's *turbo* (a perceptually
+smoother jet: dark blue -> green -> yellow -> dark red). Weighting by the map keeps the image
+visible where the map is low, so the object and the activation are both readable; ``uniform``
+with ``colormap="jet"`` is the classic CAM figure. Boxes are ``(x0, y0, x1, y1)`` with
+inclusive pixel coordinates, as in the wsolevaluation metadata. Labels are drawn with a
+TrueType font (DejaVu Sans, shipped with matplotlib: accents and non-Latin names survive) whose
+size follows the image, ``max(11, 0.045 min(H, W))`` pixels, shrunk to fit the image's width.
 
 Example::
 
@@ -17,7 +22,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -49,24 +56,43 @@ def _thickness(image: np.ndarray) -> int:
     return max(1, round(min(image.shape[:2]) / 160))
 
 
-def colorize_map(score_map: np.ndarray) -> np.ndarray:
-    """``(H, W)`` scores in [0, 1] (clipped) -> ``(H, W, 3)`` uint8 RGB in the jet colormap."""
+#: Colormaps by name (OpenCV's); ``turbo`` is the default.
+COLORMAPS: dict[str, int] = {"turbo": cv2.COLORMAP_TURBO, "jet": cv2.COLORMAP_JET,
+                             "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
+                             "magma": cv2.COLORMAP_MAGMA}
+WEIGHTINGS = ("map", "uniform")
+
+
+def colorize_map(score_map: np.ndarray, colormap: str = "turbo") -> np.ndarray:
+    """``(H, W)`` scores in [0, 1] (clipped) -> ``(H, W, 3)`` uint8 RGB in ``colormap``
+    (a name of :data:`COLORMAPS`)."""
     score_map = _check_map(score_map)
+    if colormap not in COLORMAPS:
+        raise ValueError(f"colormap must be one of {sorted(COLORMAPS)}, got {colormap!r}")
     levels = np.rint(np.clip(score_map, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.applyColorMap(levels, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
 
 
-def overlay_map(image: np.ndarray, score_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``(1 - alpha) * image + alpha * jet(map)``; the map is resized to the image (bilinear)."""
+def overlay_map(image: np.ndarray, score_map: np.ndarray, alpha: float = 0.7, *,
+                colormap: str = "turbo", weighting: str = "map") -> np.ndarray:
+    """The blend of the module docstring: ``(1 - a) * image + a * C(map)`` with ``a = alpha *
+    map`` (``weighting="map"``) or ``a = alpha`` (``"uniform"``); the map is resized to the
+    image (bilinear) and clipped to [0, 1]."""
     image = _check_image(image)
     score_map = _check_map(score_map)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     h, w = image.shape[:2]
     if score_map.shape != (h, w):
         score_map = cv2.resize(score_map, (w, h), interpolation=cv2.INTER_LINEAR)
-    heat = colorize_map(score_map)
-    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+    score_map = np.clip(score_map, 0.0, 1.0)
+    heat = colorize_map(score_map, colormap).astype(np.float32)
+    a = (alpha * score_map if weighting == "map" else np.full((h, w), alpha, np.float32))
+    a = a.astype(np.float32)[:, :, None]
+    out = (1.0 - a) * image.astype(np.float32) + a * heat
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _box_ints(box: Sequence[float]) -> tuple[int, int, int, int]:
@@ -88,18 +114,68 @@ def draw_box(image: np.ndarray, box: Sequence[float], color: tuple[int, int, int
     return image
 
 
+def label_font_size(image_shape: Sequence[int]) -> int:
+    """Label text height in pixels for an image of ``(H, W, ...)``: ``max(11, 0.045 min(H, W))``
+    (readable on a thumbnail, in proportion on a photograph)."""
+    return max(11, round(0.045 * min(image_shape[0], image_shape[1])))
+
+
+@functools.lru_cache(maxsize=32)
+def _truetype(size: int):
+    """DejaVu Sans at ``size`` px (matplotlib ships it); None without FreeType or the file."""
+    try:
+        import matplotlib
+        from PIL import ImageFont
+
+        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return ImageFont.truetype(str(path), size)
+    except (ImportError, OSError):
+        return None
+
+
 def draw_label(image: np.ndarray, text: str, anchor: tuple[int, int] = (0, 0),
-               color: tuple[int, int, int] = PRED_COLOR) -> np.ndarray:
+               color: tuple[int, int, int] = PRED_COLOR, size: int | None = None) -> np.ndarray:
     """Write ``text`` in black on a ``color`` background just above the point ``anchor`` (a
     box's top-left corner), or just below it when there is no room above; the label is kept
-    inside the image. In place, returns ``image``.
-
-    OpenCV's Hershey font is ASCII only: other characters are written as ``?``.
-    """
+    inside the image. ``size`` is the text height in pixels (default
+    :func:`label_font_size`), reduced until the label fits the image's width (at 8 px the text
+    is cut and ends in an ellipsis). In place, returns ``image``."""
     _check_image(image)
+    h, w = image.shape[:2]
+    size = max(8, int(size or label_font_size(image.shape)))
+    font = _truetype(size)
+    if font is None:
+        return _draw_label_hershey(image, text, anchor, color)
+    def too_wide(t: str) -> bool:
+        return font.getbbox(t)[2] + 2 * max(1, size // 5) > w
+
+    while size > 8 and too_wide(text):
+        size -= 1
+        font = _truetype(size) or font
+    while len(text) > 1 and too_wide(text):  # still too wide at 8 px: cut, mark with an ellipsis
+        text = text[:-2] + "…"
+    pad = max(1, size // 5)
+    box_w = font.getbbox(text)[2] + 2 * pad
+    box_h = round(size * 1.2) + 2 * pad  # ascent + descent of DejaVu Sans ~ 1.17 em
+    x = int(np.clip(anchor[0], 0, max(0, w - box_w)))
+    y = anchor[1] - box_h if anchor[1] - box_h >= 0 else anchor[1]
+    y = int(np.clip(y, 0, max(0, h - box_h)))
+    from PIL import Image, ImageDraw
+
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=tuple(color))
+    draw.text((x + pad, y + pad), text, fill=(0, 0, 0), font=font)
+    image[...] = np.asarray(canvas)
+    return image
+
+
+def _draw_label_hershey(image: np.ndarray, text: str, anchor: tuple[int, int],
+                        color: tuple[int, int, int]) -> np.ndarray:
+    """Fallback without FreeType: OpenCV's Hershey font (ASCII only: others become ``?``)."""
     text = text.encode("ascii", "replace").decode("ascii")
     h, w = image.shape[:2]
-    scale = float(np.clip(min(h, w) / 500.0, 0.35, 1.5))
+    scale = label_font_size(image.shape) / 22.0
     thick = max(1, round(scale * 1.5))
     (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     pad = max(1, round(3 * scale))
@@ -116,12 +192,14 @@ def draw_label(image: np.ndarray, text: str, anchor: tuple[int, int] = (0, 0),
 def render_overlay(image: np.ndarray, score_map: np.ndarray | None = None, *,
                    boxes: Iterable[Sequence[float]] = (),
                    gt_boxes: Iterable[Sequence[float]] = (), label: str | None = None,
-                   alpha: float = 0.5) -> np.ndarray:
+                   alpha: float = 0.7, colormap: str = "turbo",
+                   weighting: str = "map") -> np.ndarray:
     """A new image: the map blended over ``image`` (skipped when ``score_map`` is None), GT boxes
     in red, predicted boxes in green, and ``label`` at the first predicted box's top-left corner
     (the image's top-left corner without a box)."""
     image = _check_image(image)
-    out = overlay_map(image, score_map, alpha) if score_map is not None else image.copy()
+    out = (overlay_map(image, score_map, alpha, colormap=colormap, weighting=weighting)
+           if score_map is not None else image.copy())
     for box in gt_boxes:
         draw_box(out, box, GT_COLOR)
     anchor = (0, 0)

@@ -1,23 +1,29 @@
-"""The report page: runs side by side in one self-contained HTML file.
+"""The report page: result rows side by side in one self-contained HTML file.
 
-A run directory (written by ``wsol train``) holds ``config.yaml``, ``metrics.csv`` (one row per
-epoch), ``results.json`` (the final test evaluation) and ``checkpoints/{best,last}.pt``; every
-part is optional here, and what is missing becomes a note on the page. The page has:
+The inputs (run directories, results JSON files) are read by :mod:`wsol.viz.report_data`: every
+results file is a row, labelled with what produced it (training, ``wsol evaluate`` with its
+settings, a mask evaluation, a ``cream fit`` plug-in). The page has:
 
-- a metrics table (Top-1/Top-5 Cls, Top-1/Top-5 Loc, GT-known Loc, MaxBoxAcc, MaxBoxAccV2 and
-  its per-IoU terms, PxAP, pIoU, the best threshold), the best value of each column in bold;
-- BoxAcc-vs-threshold curves of all runs (CREAM Fig. 6), PR curves (mask runs), fg/bg
-  activation histograms (CREAM Fig. 1) where the results have them, training curves;
-- optionally an image x method grid (:mod:`wsol.viz.run_grid`).
+- a metrics table: per row the maps evaluated (``CREAM (stage calibrated)``) and the method's
+  inference settings, the model, the source, the checkpoint (selected epoch, on which split by
+  which metric), the split and its number of images, then Top-1/Top-5 Cls, Top-1/Top-5 Loc,
+  GT-known Loc, MaxBoxAcc, MaxBoxAccV2 and its per-IoU terms, PxAP, pIoU and the best IoU-50
+  threshold; the best value of each column in bold. Top-5 columns are left out when every row
+  has fewer than 6 classes (they are then trivially 100 / equal to GT-known), and marked
+  ``n/a`` in such rows otherwise. Under it, the evaluation protocol the rows share;
+- BoxAcc-vs-threshold curves of all rows (CREAM Fig. 6), PR curves (mask splits), fg/bg
+  activation histograms (CREAM Fig. 1) where the results have them, training curves as small
+  multiples (:mod:`wsol.viz.training`), one colour per row (per run for training curves);
+- optionally an image x method grid (:mod:`wsol.viz.run_grid`) with its legend;
+- each run's config, with paths relative to the report's folder.
 
 Images are embedded as base64 PNG data URIs, styles are inline: the file can be mailed or
-opened offline.
+opened offline. Numbers are printed rounded (2 decimals for %, 3 for thresholds).
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import os
 from collections.abc import Mapping, Sequence
@@ -26,10 +32,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from wsol.viz.report_data import (
+    ResultRow,
+    RunSummary,
+    collect_rows,
+    load_results_file,
+    load_run,
+    round_floats,
+    unique_names,
+)
 
-from wsol.utils.io import read_json_object
-from wsol.errors import RunDirError
+__all__ = ["METRIC_COLUMNS", "ResultRow", "RunSummary", "Section", "best_threshold",
+           "collect_rows", "load_results_file", "load_run", "metric_value", "metrics_table",
+           "relative_paths", "render_report", "report_sections", "unique_names"]
 
 #: (results key, column title); dotted keys read nested mappings.
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -46,86 +61,9 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("PxAP", "PxAP"),
     ("pIoU", "pIoU"),
 )
-
-
-
-
-@dataclass
-class RunSummary:
-    """What the report reads from one run directory."""
-
-    path: Path
-    name: str
-    config: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)
-    epochs: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def method(self) -> str:
-        return str(self.config.get("method", {}).get("name") or self.results.get("method") or "?")
-
-    @property
-    def model(self) -> str:
-        return str(self.config.get("model", {}).get("name") or "?")
-
-    def checkpoint(self) -> Path | None:
-        """``checkpoints/best.pt``, else ``checkpoints/last.pt``, else None."""
-        for name in ("best.pt", "last.pt"):
-            path = self.path / "checkpoints" / name
-            if path.is_file():
-                return path
-        return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return read_json_object(path)
-    except ValueError as exc:
-        raise RunDirError(str(exc)) from None
-
-
-def load_run(run_dir: str | os.PathLike, name: str | None = None) -> RunSummary:
-    """Read ``config.yaml``, ``results.json`` (else ``eval/test/results.json``) and
-    ``metrics.csv`` of a run; raises :class:`RunDirError` when none of them is there."""
-    import yaml
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunDirError(f"{path}: run directory does not exist")
-    run = RunSummary(path=path, name=name or path.resolve().name)
-    config_path = path / "config.yaml"
-    if config_path.is_file():
-        try:
-            run.config = yaml.safe_load(config_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise RunDirError(f"{config_path}: not valid YAML ({exc})") from None
-    else:
-        run.notes.append("no config.yaml")
-    for rel in ("results.json", "eval/test/results.json"):
-        if (path / rel).is_file():
-            run.results = _read_json(path / rel)
-            break
-    else:
-        run.notes.append("no results.json (no final evaluation)")
-    metrics_path = path / "metrics.csv"
-    if metrics_path.is_file():
-        with open(metrics_path, newline="", encoding="utf-8") as f:
-            run.epochs = list(csv.DictReader(f))
-    if not (config_path.is_file() or run.results or run.epochs):
-        raise RunDirError(f"{path}: not a wsol run directory (no config.yaml, results.json "
-                          f"or metrics.csv)")
-    return run
-
-
-def unique_names(paths: Sequence[Path]) -> list[str]:
-    """Short display names: the directory name, with parents added until they are distinct."""
-    parts = [p.resolve().parts for p in paths]
-    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names):
-            return names
-    return [str(p) for p in paths]
+TOP5_KEYS = ("top5_cls", "top5_loc")
+#: Fewer classes than this make Top-5 trivial (every class is in the top 5).
+TOP5_MIN_CLASSES = 6
 
 
 def metric_value(results: Mapping, key: str) -> float | None:
@@ -139,93 +77,134 @@ def metric_value(results: Mapping, key: str) -> float | None:
         else None
 
 
-def best_threshold(run: RunSummary) -> float | None:
-    """The run's best box threshold at IoU 50, when its results record one."""
+def best_threshold(row: ResultRow | RunSummary) -> float | None:
+    """The row's best box threshold at IoU 50, when its results record one (rounded)."""
+    from wsol.errors import WsolError
     from wsol.metrics.results import threshold_from_results
 
     try:
-        return threshold_from_results(run.results, "50")
-    except ValueError:
+        return round_floats(threshold_from_results(row.results, "50"), 6)
+    except (WsolError, ValueError):
         return None
 
 
-def metrics_table(runs: Sequence[RunSummary]) -> str:
-    """The ``<table id="metrics">``: one row per run, one column per metric any run has (all
-    metrics are percentages where higher is better; the best of each column is bold)."""
+def _few_classes(row: ResultRow) -> bool:
+    n = row.num_classes
+    return n is not None and n < TOP5_MIN_CLASSES
+
+
+def _settings_text(row: ResultRow, shared: Mapping[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in row.inference_settings().items()]
+    parts += [f"{k}={v}" for k, v in row.protocol_settings().items() if shared.get(k) != v]
+    return ", ".join(parts)
+
+
+def shared_protocol(rows: Sequence[ResultRow]) -> dict[str, Any]:
+    """The protocol settings every row that records them agrees on."""
+    seen = [r.protocol_settings() for r in rows if r.protocol_settings()]
+    if not seen:
+        return {}
+    return {k: v for k, v in seen[0].items() if all(s.get(k) == v for s in seen)}
+
+
+def protocol_sentence(shared: Mapping[str, Any]) -> str:
+    """The shared protocol in words."""
+    parts = []
+    if "normalization" in shared:
+        parts.append(f"maps {shared['normalization']}-normalized per image")
+    if "image_size" in shared:
+        parts.append(f"at {shared['image_size']}&times;{shared['image_size']}")
+    if "cam_curve_interval" in shared:
+        parts.append(f"box thresholds every {shared['cam_curve_interval']}")
+    if "multi_contour" in shared:
+        parts.append("boxes from every contour (MaxBoxAccV2 protocol)" if shared["multi_contour"]
+                     else "boxes from the largest contour")
+    return ("Protocol: " + ", ".join(parts) + ".") if parts else ""
+
+
+def metrics_table(rows: Sequence[ResultRow]) -> str:
+    """The ``<table id="metrics">``: one row per result, one column per metric any row has (all
+    metrics are percentages where higher is better; the best of each column is bold), and the
+    notes under it (``<p class="caption">``)."""
+    few = [_few_classes(r) for r in rows]
     columns = [(k, t) for k, t in METRIC_COLUMNS
-               if any(metric_value(r.results, k) is not None for r in runs)]
-    head = ["Run", "Method", "Model", "Epochs"] + [t for _, t in columns] + ["Best thr."]
-    values = {k: [v for r in runs if (v := metric_value(r.results, k)) is not None]
-              for k, _ in columns}
-    # The best value of a column is bold when it beats at least one other run.
-    best = {k: max(v) if min(v) < max(v) else None for k, v in values.items()}
-    rows = []
-    for run in runs:
-        cells = [html.escape(run.name), html.escape(run.method), html.escape(run.model),
-                 str(len(run.epochs)) if run.epochs else "&mdash;"]
+               if any(metric_value(r.results, k) is not None and not (k in TOP5_KEYS and f)
+                      for r, f in zip(rows, few))]
+    shared = shared_protocol(rows)
+    head = ["Run", "Maps and inference settings", "Model", "Source and checkpoint",
+            "Split (images)"] + [t for _, t in columns] + ["Thr. IoU50"]
+    values = {k: [v for r, f in zip(rows, few)
+                  if (v := metric_value(r.results, k)) is not None
+                  and not (k in TOP5_KEYS and f)] for k, _ in columns}
+    # The best value of a column is bold when it beats at least one other row.
+    best = {k: max(v) if v and min(v) < max(v) else None for k, v in values.items()}
+    body = []
+    for row, f in zip(rows, few):
+        split = row.split or "?"
+        n = row.num_images
+        settings = _settings_text(row, shared)
+        cells = [
+            f'<td class="label" title="{html.escape(str(row.path or ""))}">'
+            f"{html.escape(row.label)}</td>",
+            f"<td>{html.escape(row.title())}"
+            + (f'<br><span class="settings">{html.escape(settings)}</span>' if settings else "")
+            + "</td>",
+            f"<td>{html.escape(row.model)}</td>",
+            f"<td>{html.escape(row.source)}<br>"
+            f'<span class="settings">{html.escape(row.checkpoint_text())}</span></td>',
+            f"<td>{html.escape(split)} ({n if n is not None else '?'})</td>",
+        ]
         for key, _ in columns:
-            value = metric_value(run.results, key)
-            if value is None:
-                cells.append("&mdash;")
+            value = metric_value(row.results, key)
+            if key in TOP5_KEYS and f:
+                cells.append('<td class="na" title="fewer than 6 classes: Top-5 is trivial">'
+                             "n/a&dagger;</td>")
+            elif value is None:
+                cells.append("<td>&mdash;</td>")
             elif value == best[key]:
-                cells.append(f"<b>{value:.2f}</b>")
+                cells.append(f"<td><b>{value:.2f}</b></td>")
             else:
-                cells.append(f"{value:.2f}")
-        thr = best_threshold(run)
-        cells.append("&mdash;" if thr is None else f"{thr:.3f}")
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+                cells.append(f"<td>{value:.2f}</td>")
+        thr = best_threshold(row)
+        cells.append("<td>&mdash;</td>" if thr is None else f"<td>{thr:.3f}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-    return (f'<table id="metrics"><thead>{header}</thead><tbody>{"".join(rows)}</tbody>'
-            f"</table>")
+    captions = ["All metrics in %, higher is better; the best of each column in bold. "
+                "Thr. IoU50: the box threshold of the best BoxAcc at IoU 50 on that split."]
+    if (sentence := protocol_sentence(shared)):
+        captions.append(sentence)
+    classes = sorted({r.num_classes for r in rows if r.num_classes is not None})
+    if any(few) and all(few):
+        captions.append(f"Top-5 Cls / Top-5 Loc omitted: {', '.join(map(str, classes))} "
+                        f"classes (fewer than {TOP5_MIN_CLASSES}) make them trivial.")
+    elif any(few):
+        captions.append(f"&dagger; fewer than {TOP5_MIN_CLASSES} classes: Top-5 is trivial.")
+    table = (f'<div class="scroll"><table id="metrics"><thead>{header}</thead><tbody>{"".join(body)}</tbody>'
+             "</table></div>")
+    return table + "".join(f'<p class="caption">{c}</p>' for c in captions)
 
 
 @dataclass
 class Section:
-    """A titled block of the page: an optional PNG and optional notes."""
+    """A titled block of the page: an optional PNG, optional notes and an optional caption
+    (HTML) under the title."""
 
     title: str
     png: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    caption: str = ""
+    anchor: str = ""
 
 
-def _numeric_columns(epochs: list[dict[str, str]]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for key in epochs[0]:
-        try:
-            out[key] = np.array([float(row[key]) for row in epochs])
-        except (TypeError, ValueError):
-            continue
-    return out
+def row_colors(rows: Sequence[ResultRow]) -> dict[str, Any]:
+    """One colour per row label (the same in every figure)."""
+    from wsol.viz.training import run_colors
+
+    return run_colors([r.label for r in rows])
 
 
-def training_curves_figure(runs: Sequence[RunSummary]):
-    """Losses (left) and validation metrics (right) per epoch from each run's metrics.csv."""
-    from matplotlib.ticker import MaxNLocator
-
-    from wsol.viz._figure import new_figure
-
-    fig = new_figure(9.0, 3.4)
-    ax_loss, ax_metric = fig.subplots(1, 2)
-    for run in runs:
-        cols = _numeric_columns(run.epochs)
-        x = cols.get("epoch", np.arange(1, len(run.epochs) + 1))
-        for key, values in cols.items():
-            if "loss" in key.lower():
-                ax_loss.plot(x, values, label=f"{run.name}: {key}")
-            elif any(m in key for m in ("MaxBoxAcc", "top1", "PxAP", "gt_known")):
-                ax_metric.plot(x, values, label=f"{run.name}: {key}")
-    for ax, title in ((ax_loss, "loss"), (ax_metric, "validation (%)")):
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="x-small")
-    return fig
-
-
-def report_sections(runs: Sequence[RunSummary]) -> list[Section]:
-    """The curve, histogram and training-curve sections for ``runs`` (figures as PNG)."""
+def report_sections(rows: Sequence[ResultRow], runs: Sequence[RunSummary] = ()) -> list[Section]:
+    """The curve, histogram and training-curve sections (figures as PNG)."""
     from wsol.viz._figure import figure_png
     from wsol.viz.curves import (
         BoxAccCurves,
@@ -234,48 +213,106 @@ def report_sections(runs: Sequence[RunSummary]) -> list[Section]:
         pr_curve_from_results,
     )
     from wsol.viz.histograms import ActivationHistograms, plot_activation_histograms
+    from wsol.viz.training import plot_training_curves, run_colors
 
+    colors = row_colors(rows)
     sections = []
-    curves = {r.name: c for r in runs if (c := BoxAccCurves.from_results(r.results)) is not None}
-    sec = Section("BoxAcc vs. CAM threshold")
+    curves = {r.label: c for r in rows if (c := BoxAccCurves.from_results(r.results)) is not None}
+    sec = Section("BoxAcc vs. CAM threshold", anchor="boxacc", caption=(
+        "BoxAcc(&delta;, t): % of images whose box at map threshold t has IoU &ge; &delta; with "
+        "a GT box; MaxBoxAcc is each curve's maximum (in the legend). A flat, high curve is "
+        "robust to the threshold."))
     if curves:
-        sec.png = figure_png(plot_box_acc_curves(curves))
-    sec.notes += [f"{r.name}: no box_acc_curves in its results" for r in runs
-                  if r.name not in curves]
+        sec.png = figure_png(plot_box_acc_curves(curves, colors=colors))
+    sec.notes += [f"{r.label}: no box_acc_curves in its results" for r in rows
+                  if r.label not in curves]
     sections.append(sec)
 
-    pr = {r.name: c for r in runs if (c := pr_curve_from_results(r.results)) is not None}
+    pr = {r.label: c for r in rows if (c := pr_curve_from_results(r.results)) is not None}
     if pr:
-        pxap = {r.name: v for r in runs if (v := metric_value(r.results, "PxAP")) is not None}
-        sections.append(Section("Pixel precision-recall", figure_png(plot_pr_curves(pr, pxap))))
+        pxap = {r.label: v for r in rows if (v := metric_value(r.results, "PxAP")) is not None}
+        sections.append(Section("Pixel precision-recall", figure_png(
+            plot_pr_curves(pr, pxap, colors=colors)), anchor="pr"))
 
     hists, hist_notes = {}, []
-    for r in runs:
+    for r in rows:
         raw = r.results.get("score_histograms")
         if isinstance(raw, Mapping):
             try:
-                hists[r.name] = ActivationHistograms.from_dict(raw)
+                hists[r.label] = ActivationHistograms.from_dict(raw)
             except ValueError as exc:
-                hist_notes.append(f"{r.name}: unreadable score_histograms ({exc})")
+                hist_notes.append(f"{r.label}: unreadable score_histograms ({exc})")
     if hists or hist_notes:
-        sections.append(Section("Foreground / background activations",
-                                figure_png(plot_activation_histograms(hists)) if hists else None,
-                                hist_notes))
+        sections.append(Section(
+            "Foreground / background activations",
+            figure_png(plot_activation_histograms(hists)) if hists else None, hist_notes,
+            caption="Distribution of normalized map values inside (foreground) and outside "
+                    "(background) the GT boxes; the less they overlap, the easier the "
+                    "threshold.", anchor="histograms"))
 
     with_epochs = [r for r in runs if r.epochs]
     if with_epochs:
-        sections.append(Section("Training", figure_png(training_curves_figure(with_epochs))))
+        first_row = {}
+        for r in rows:
+            if r.run is not None:
+                first_row.setdefault(r.run.name, r.label)
+        palette = run_colors([r.label for r in rows] + [run.name for run in with_epochs])
+        run_color = {run.name: colors.get(first_row.get(run.name, ""), palette[run.name])
+                     for run in with_epochs}
+        selected = {}
+        for run in with_epochs:
+            metric = run.results.get("select_metric") or \
+                (run.config.get("train") or {}).get("select_metric")
+            epoch = run.results.get("epoch")
+            if metric and isinstance(epoch, int) and run.results.get("selected_on"):
+                selected[run.name] = (f"val_{metric}", epoch)
+        fig = plot_training_curves({run.name: run.epochs for run in with_epochs},
+                                   selected=selected, colors=run_color)
+        sections.append(Section("Training", figure_png(fig), anchor="training", caption=(
+            "Per-epoch metrics from each run's metrics.csv (train: on the training batches; "
+            "val: the validation split). The ring marks the epoch whose checkpoint was "
+            "selected.")))
     return sections
 
 
+def relative_paths(value: Any, base: Path) -> Any:
+    """``value`` with every string that is an absolute path written relative to ``base`` (the
+    report's folder), in nested dicts/lists; floats rounded (:func:`round_floats`)."""
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, base)
+    if isinstance(value, Mapping):
+        return {k: relative_paths(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_paths(v, base) for v in value]
+    return round_floats(value)
+
+
+def _rel(path: Path | None, base: Path) -> str:
+    if path is None:
+        return ""
+    return os.path.relpath(path.resolve(), base.resolve())
+
+
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; background: #fff; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }
 h1 { margin-bottom: 0.2em; } .meta { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-th { background: #eef; } td:nth-child(-n+3) { text-align: left; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+nav a { margin-right: 1em; color: #335; }
+table { border-collapse: collapse; margin: 1em 0 0.4em; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #eef; } tbody tr:nth-child(even) { background: #fafafe; }
+td:nth-child(-n+5) { text-align: left; vertical-align: top; }
+.settings { display: inline-block; white-space: normal; max-width: 22em; font-size: 11.5px;
+            color: #555; }
+.scroll { overflow-x: auto; }
+td.na { color: #999; }
 img { max-width: 100%; border: 1px solid #ddd; }
+.caption { color: #555; font-size: 13px; margin: 0.2em 0 0.6em; max-width: 70em; }
 .note { color: #a60; font-size: 13px; margin: 0.2em 0; }
+.legend span { display: inline-block; margin-right: 1.4em; font-size: 13px; }
+.swatch { display: inline-block; width: 14px; height: 10px; border: 2px solid; margin-right: 4px;
+          vertical-align: middle; }
 pre { background: #f6f6f6; padding: 0.6em; font-size: 12px; overflow-x: auto; }
 """
 
@@ -286,33 +323,54 @@ def _img_tag(png: bytes, alt: str) -> str:
 
 
 def render_report(runs: Sequence[RunSummary], sections: Sequence[Section],
-                  title: str = "wsol report") -> str:
-    """The whole HTML page as a string."""
+                  title: str = "wsol report", rows: Sequence[ResultRow] | None = None,
+                  out_dir: str | os.PathLike = ".") -> str:
+    """The whole HTML page as a string; paths are shown relative to ``out_dir``."""
     import yaml
 
     import wsol
 
+    base = Path(out_dir)
+    rows = list(rows) if rows is not None else [r for run in runs for r in run.rows]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections
+                   if s.anchor)
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="meta">{len(runs)} run(s), generated {when} by wsol {wsol.__version__}</p>',
-        "<h2>Metrics</h2>", metrics_table(runs),
+        f'<p class="meta">{len(rows)} result(s) from {len(runs)} run(s), generated {when} by '
+        f"wsol {html.escape(wsol.__version__)}</p>",
+        f'<nav><a href="#metrics-section">Metrics</a> {nav} <a href="#runs">Runs</a></nav>',
+        '<h2 id="metrics-section">Metrics</h2>', metrics_table(rows),
     ]
     for run in runs:
         parts += [f'<p class="note">{html.escape(run.name)}: {html.escape(n)}</p>'
                   for n in run.notes]
+    for row in rows:
+        parts += [f'<p class="note">{html.escape(row.label)}: {html.escape(n)}</p>'
+                  for n in row.notes]
     for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        anchor = f' id="{sec.anchor}"' if sec.anchor else ""
+        parts.append(f"<h2{anchor}>{html.escape(sec.title)}</h2>")
+        if sec.caption:
+            parts.append(f'<p class="caption">{sec.caption}</p>')
         if sec.png is not None:
             parts.append(_img_tag(sec.png, sec.title))
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in sec.notes]
-    parts.append("<h2>Runs</h2>")
+    parts.append('<h2 id="runs">Runs and result files</h2>')
+    parts.append("<table><thead><tr><th>Row</th><th>Results file</th><th>Checkpoint</th>"
+                 "</tr></thead><tbody>")
+    for row in rows:
+        parts.append(f"<tr><td>{html.escape(row.label)}</td>"
+                     f"<td>{html.escape(_rel(row.path, base))}</td>"
+                     f"<td>{html.escape(_rel(row.checkpoint, base))}</td></tr>")
+    parts.append("</tbody></table>")
     for run in runs:
+        config = relative_paths(run.config, base.resolve())
         parts.append(f"<details><summary>{html.escape(run.name)} &mdash; "
-                     f"{html.escape(str(run.path))}</summary>"
-                     f"<pre>{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre>"
+                     f"{html.escape(_rel(run.path, base))}</summary>"
+                     f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>"
                      "</details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
