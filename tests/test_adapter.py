@@ -38,7 +38,7 @@ class TorchvisionResNetLike(nn.Module):
 
 
 class TorchvisionMobileNetLike(nn.Module):
-    """torchvision EfficientNet/MobileNet layout: features, avgpool, classifier=(Dropout, Linear)."""
+    """torchvision EfficientNet/MobileNet layout: features, avgpool, Sequential(Dropout, Linear)."""
 
     def __init__(self, num_classes: int = 4) -> None:
         super().__init__()

