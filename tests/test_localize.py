@@ -433,3 +433,19 @@ def test_a_bad_image_does_not_drop_its_batch(tmp_path):
     with pytest.raises(RuntimeError, match="all-black"):
         localize_images(FragileCAM(ColorBackbone()), find_images([root / "black.png"]),
                         tmp_path / "out2", settings)
+
+
+def test_training_free_cream_on_a_cam_checkpoint(tmp_path):
+    from wsol.cli import main
+
+    _write_inputs(tmp_path / "in")
+    ckpt = _tiny_checkpoint(tmp_path / "cam.pt")
+    out = tmp_path / "out"
+    assert main(["localize", "--checkpoint", str(ckpt), str(tmp_path / "in" / "rgb.png"),
+                 "method.iterations=1", "--out", str(out), "--method", "cream_free",
+                 "--image-size", "64", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "cream_free" and manifest["checkpoint_method"] == "cam"
+    assert manifest["method_settings"] == {"iterations": 1}  # method.* went to cream_free
+    [record] = json.loads((out / "boxes.json").read_text())
+    assert record["class_name"] in ("ani", "auk", "tern")

@@ -381,16 +381,22 @@ def _method_and_config(args: argparse.Namespace, overrides: list[str], device):
     from wsol.methods import cream_free  # noqa: F401  (registers "cream_free")
     from wsol.methods.resolve import resolve_method
 
-    loaded, info = load_method(args.checkpoint, "cpu", overrides=overrides)
     if args.method == "cream_free":
-        from wsol.config import method_kwargs
+        # Training-free CREAM on the checkpoint's backbone: method.* overrides are its options.
+        from wsol.config import parse_overrides
         from wsol.methods import build_method
 
-        kwargs = {k: v for k, v in method_kwargs(info["config"]).items()
-                  if k in ("tau", "scale", "iterations", "stage", "feature_normalization",
-                           "pi_init", "init", "class_specific")}
-        method = build_method("cream_free", loaded.backbone, **kwargs)
+        own = [o for o in overrides if o.startswith("method.")]
+        loaded, info = load_method(args.checkpoint, "cpu",
+                                   overrides=[o for o in overrides if o not in own])
+        kwargs = {k[len("method."):]: v for k, v in parse_overrides(own)}
+        try:
+            method = build_method("cream_free", loaded.backbone, **kwargs)
+        except TypeError as exc:
+            raise UserError(f"method cream_free: {exc}") from None
+        info["config"] = {**info["config"], "method": {"name": "cream_free", **kwargs}}
     else:
+        loaded, info = load_method(args.checkpoint, "cpu", overrides=overrides)
         method = resolve_method(loaded, args.method, str(args.checkpoint))
     source = {"checkpoint": str(Path(args.checkpoint).resolve()),
               "checkpoint_method": info.get("method"), "epoch": info.get("epoch"),
