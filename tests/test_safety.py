@@ -337,3 +337,21 @@ def test_augmentation_differs_between_epochs(synthetic):
     b = dataset[(0, sample_seed(0, 1, 0))]["image"]
     again = dataset[(0, sample_seed(0, 0, 0))]["image"]
     assert torch.equal(a, again) and not torch.equal(a, b)
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(synthetic, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(WsolError):
+        # fails when the model is built (after the pre-flight checks), before any step
+        train(tiny_config(synthetic, run, "model.nosuch_option=1"), progress=False)
+    assert not run.exists()
+
+
+def test_class_names_from_the_metadata_are_stored_in_the_checkpoint(synthetic, tmp_path):
+    names = synthetic / "class_names.txt"  # `wsol prepare synthetic` writes it
+    if not names.is_file():
+        pytest.skip("the synthetic fixture has no class_names.txt")
+    run = tmp_path / "run"
+    train(tiny_config(synthetic, run, "optim.epochs=1"), progress=False)
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert state["class_names"] == names.read_text().split()

@@ -140,6 +140,22 @@ class RunDir:
             elif rel not in (LOCK,):
                 file.unlink()
 
+    def discard_if_unused(self) -> bool:
+        """Remove a run directory this process created if no epoch finished in it (no
+        ``last.pt``) and it holds only wsol's files: a run that failed before its first epoch
+        leaves no empty directory behind. Returns whether it was removed."""
+        if (self.path / "checkpoints" / "last.pt").exists() or self.foreign_files():
+            return False
+        self.release()
+        self._clear()
+        for name in (LOCK, MARKER):
+            (self.path / name).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
+
     def remove_stale_tmp(self) -> list[Path]:
         """Delete ``.NAME.*.tmp`` files left by interrupted atomic writes (lock held)."""
         removed = []

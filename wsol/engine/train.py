@@ -110,7 +110,17 @@ class ClassifierTask(Task):
         self.train_set, _, _ = build_split(config, data["train_split"], train=True,
                                            backbone=self.method.backbone, metadata=train_meta)
         self.select_metric = config["train"]["select_metric"] if data.get("val_split") else None
-        self.class_names = read_class_names(data.get("class_names"))
+        names_file = data.get("class_names")
+        if not names_file and data.get("metadata"):
+            # written by `wsol prepare` next to (cub, folder, voc) or above (synthetic) the splits
+            found = [d / "class_names.txt" for d in (Path(data["metadata"]),
+                                                     Path(data["metadata"]).parent)
+                     if (d / "class_names.txt").is_file()]
+            names_file = found[0] if found else None
+        self.class_names = read_class_names(names_file)
+        if self.class_names is not None and len(self.class_names) < train_meta.num_classes:
+            raise ConfigError(f"{names_file}: {len(self.class_names)} class names for "
+                              f"{train_meta.num_classes} classes")
         self.checkpoint_extra = {"class_names": self.class_names}
 
     def train_step(self, model: nn.Module, batch: dict, device: torch.device) -> StepOutput:
@@ -155,6 +165,7 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
     run = RunDir(config["run_dir"], kind="classifier")
     if resume and main and (done := finished_results(run.path)) is not None:
         return {**done, "already_finished": True}
+    created = not run.path.exists()
     try:
         if main:
             run.open(resume=resume, force=force)
@@ -173,6 +184,10 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
             if main:
                 atomic_write_json(run.path / "ranks.json",
                                   {"world_size": dist_utils.get_world_size(), "buffers": sync})
+    except BaseException:
+        if main and created and run.is_wsol_run():
+            run.discard_if_unused()  # a run that failed before its first epoch leaves nothing
+        raise
     finally:
         run.release()
     final: dict[str, Any] = {"run_dir": str(run.path),
