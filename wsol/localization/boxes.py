@@ -166,14 +166,19 @@ class LevelContours:
     def largest(self) -> np.ndarray:
         """For each level with contours, the row of its first contour of largest area (v1, as
         Python's ``max(contours, key=cv2.contourArea)`` picks it)."""
-        if not len(self.area2):
-            return np.zeros(0, dtype=np.int64)
-        nonempty = self.counts > 0
-        level = np.repeat(np.arange(len(self.counts)), self.counts)
-        best = np.maximum.reduceat(self.area2, _starts(self.counts[nonempty]))
-        cand = np.flatnonzero(self.area2 == best[np.cumsum(nonempty)[level] - 1])
-        _, first = np.unique(level[cand], return_index=True)
-        return cand[first]
+        return _first_largest(self.area2, self.counts)
+
+
+def _first_largest(area2: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per level with contours: the row of its first contour of largest area."""
+    if not len(area2):
+        return np.zeros(0, dtype=np.int64)
+    nonempty = counts > 0
+    level = np.repeat(np.arange(len(counts)), counts)
+    best = np.maximum.reduceat(area2, _starts(counts[nonempty]))
+    cand = np.flatnonzero(area2 == best[np.cumsum(nonempty)[level] - 1])
+    _, first = np.unique(level[cand], return_index=True)
+    return cand[first]
 
 
 def _starts(counts: np.ndarray) -> np.ndarray:
@@ -182,42 +187,75 @@ def _starts(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def level_contours(img: np.ndarray, levels: np.ndarray) -> LevelContours:
-    """Trace ``img > L`` for each level ``L`` (ascending, ints) of a uint8 ``(H, W)`` image."""
+def level_bounds(img: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``(L, 4)`` int64: per level ``L``, the bounding box ``(x0, y0, x1, y1)`` (inclusive pixel
+    coordinates) of ``img > L``, with ``x1 = y1 = -1`` where that foreground is empty. Found for
+    all levels at once from running maxima of the row and column maxima (non-decreasing, so
+    ``searchsorted`` applies)."""
     height, width = img.shape
-    levels = np.asarray(levels, dtype=np.int64)
-    # Bounding box of {img > L} for every L at once: first/last row and column whose maximum
-    # exceeds L, from running maxima (non-decreasing, so searchsorted applies).
     row_max, col_max = img.max(axis=1), img.max(axis=0)
-    y0 = np.searchsorted(np.maximum.accumulate(row_max), levels, side="right")
-    y1 = height - np.searchsorted(np.maximum.accumulate(row_max[::-1]), levels, side="right")
-    x0 = np.searchsorted(np.maximum.accumulate(col_max), levels, side="right")
-    x1 = width - np.searchsorted(np.maximum.accumulate(col_max[::-1]), levels, side="right")
+    out = np.empty((len(levels), 4), dtype=np.int64)
+    out[:, 1] = np.searchsorted(np.maximum.accumulate(row_max), levels, side="right")
+    out[:, 3] = height - 1 - np.searchsorted(np.maximum.accumulate(row_max[::-1]), levels,
+                                             side="right")
+    out[:, 0] = np.searchsorted(np.maximum.accumulate(col_max), levels, side="right")
+    out[:, 2] = width - 1 - np.searchsorted(np.maximum.accumulate(col_max[::-1]), levels,
+                                            side="right")
+    return out
+
+
+def level_contours(img: np.ndarray, levels: np.ndarray) -> LevelContours:
+    """Trace ``img > L`` for each level ``L`` (ascending, ints) of a uint8 ``(H, W)`` image.
+
+    Every level runs ``cv2.findContours`` (RETR_TREE, CHAIN_APPROX_SIMPLE) on the bounding box
+    of its foreground only (a view; OpenCV does not modify its input). One binary image is kept
+    and updated in place from level to level: going up from ``L`` to ``L'`` clears exactly the
+    pixels with ``L < img <= L'`` (found once, from one stable sort of the pixels), so all
+    binarizations together cost ``O(H W)`` writes instead of one comparison pass per level.
+    """
+    height, width = img.shape
+    img = np.ascontiguousarray(img)
+    levels = np.asarray(levels, dtype=np.int64)
+    n_levels = len(levels)
+    if n_levels and np.any(np.diff(levels) < 0):
+        raise ValueError("level_contours: levels must be ascending")
+    bounds = level_bounds(img, levels)
+    x0, y0 = bounds[:, 0], bounds[:, 1]
+    flat = img.reshape(-1)
+    order = np.argsort(flat, kind="stable")  # a radix sort for uint8
+    # upto[i] = number of pixels <= levels[i]: order[upto[i-1]:upto[i]] switch off at level i.
+    cum = np.concatenate([[0], np.cumsum(np.bincount(flat, minlength=256))])
+    upto = cum[np.clip(levels, -1, 255) + 1].tolist()
+    binary = np.ones(height * width, dtype=np.uint8)
+    view = binary.reshape(height, width)
     contours: list[np.ndarray] = []
-    counts: list[int] = []
+    counts = np.zeros(n_levels, dtype=np.int64)
     find, tree, simple = cv2.findContours, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
-    threshold, binary = cv2.threshold, cv2.THRESH_BINARY
-    crops = zip(levels.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist())
-    for level, r0, r1, c0, c1 in crops:
-        if r0 >= r1:
-            counts.append(0)  # empty foreground
-            continue
-        # img > level on the crop; an integer threshold, so exact.
-        found = find(threshold(img[r0:r1, c0:c1], level, 1, binary)[1], tree, simple)[-2]
-        counts.append(len(found))
+    done = 0
+    for i, (off, (c0, r0, c1, r1)) in enumerate(zip(upto, bounds.tolist())):
+        if r1 < r0:
+            break  # empty foreground here and at every higher level
+        if off > done:
+            binary[order[done:off]] = 0
+            done = off
+        found = find(view[r0:r1 + 1, c0:c1 + 1], tree, simple)[-2]
+        counts[i] = len(found)
         contours += found
-    counts = np.asarray(counts, dtype=np.int64)
     if not contours:
         return LevelContours(np.zeros((0, 4), np.int64), np.zeros(0, np.int64), counts)
     lengths = np.fromiter(map(len, contours), dtype=np.int64, count=len(contours))
     pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
     starts = _starts(lengths)
+    ends = starts + lengths - 1  # last point of each contour
     xs, ys = pts[:, 0], pts[:, 1]
-    # Shoelace: sum over edges (prev -> cur) of prev.x * cur.y - prev.y * cur.x, cyclic per contour.
-    prev = np.arange(len(pts)) - 1
-    prev[starts] = starts + lengths - 1
-    area2 = np.abs(np.add.reduceat(xs[prev] * ys - ys[prev] * xs, starts))
-    level_of = np.repeat(np.arange(len(levels)), counts)
+    # Shoelace, twice the area: sum over the cyclic edges (p_i -> p_i+1) of x_i y_i+1 - x_i+1 y_i.
+    # cross[i] is the edge from point i to point i + 1 of the concatenation; the edge leaving a
+    # contour's last point is replaced by the one closing it (last -> first).
+    cross = np.zeros(len(xs), dtype=np.int64)
+    cross[:-1] = xs[:-1] * ys[1:] - xs[1:] * ys[:-1]
+    closing = xs[ends] * ys[starts] - xs[starts] * ys[ends]
+    area2 = np.abs(np.add.reduceat(cross, starts) - cross[ends] + closing)
+    level_of = np.repeat(np.arange(n_levels), counts)
     ox, oy = x0[level_of], y0[level_of]
     boxes = np.stack([
         np.minimum.reduceat(xs, starts) + ox,

@@ -16,6 +16,13 @@ threshold ``delta`` (in %):
 
 Both contour modes are counted in one pass (they share every traced contour); ``multi_contour``
 selects the one reported as the curves, ``max_box_acc_by_iou``, Top-k Loc and GT-known Loc.
+
+Levels that cannot count are not traced: every box of ``img > L`` lies inside the foreground's
+bounding box ``Q_L``, and ``IoU(B, G) = |B & G| / |B | G| <= |Q_L & G| / |G|``; when that bound
+is below the smallest IoU threshold (> 0) for every GT box, the image is wrong at ``L`` in both
+modes whatever the contours are (a level with an empty foreground is always evaluated: its box is
+``(0, 0, 0, 0)``). The bound is evaluated in float64 like the IoU, and division rounding is
+monotone, so the skipped levels are exactly ones the reference counts as wrong.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ import numpy as np
 import torch
 
 from wsol.localization.boxes import (
+    LevelContours,
     ScoreMap,
     as_thresholds,
     distinct_levels,
+    level_bounds,
     level_contours,
     quantize_maps,
 )
@@ -48,6 +57,11 @@ class BoxAccumulator(CountAccumulator):
         multi_contour: report v2 (all contours) if True, v1 (largest contour) if False.
         score_histograms: also histogram the map scores inside / outside the GT boxes
             (bins as for PxAP: edges ``thresholds + [1, 2, 3]``), for the fg/bg activation plots.
+        num_threads: threads that trace the maps (None: ``min(4, os.cpu_count())``; 1: in the
+            caller's thread). With more than one, :meth:`update` returns once the batch is
+            checked and quantized, and the counts are complete after :meth:`sync` (which
+            :meth:`compute`, :meth:`to_tensor` and the other readers call). Same counts for any
+            value.
 
     Count tensors (int64): ``num_images ()``, ``num_correct (2, D, T)``, ``num_classified (2,)``
     (images with top-1 / top-5 information), ``top1_correct`` and ``top5_correct (2, D, T)``,
@@ -57,8 +71,8 @@ class BoxAccumulator(CountAccumulator):
 
     def __init__(self, thresholds: Sequence[float] | np.ndarray,
                  iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True,
-                 score_histograms: bool = False) -> None:
-        super().__init__()
+                 score_histograms: bool = False, num_threads: int | None = None) -> None:
+        super().__init__(num_threads)
         self.thresholds = as_thresholds(thresholds)
         deltas = [int(d) for d in iou_thresholds]
         if not deltas or any(not 0 <= d <= 100 for d in deltas) or len(set(deltas)) != len(deltas):
@@ -101,22 +115,24 @@ class BoxAccumulator(CountAccumulator):
             raise ValueError(f"got {len(gt_boxes)} GT box sets for a batch of {batch} maps")
         flags = [_as_flags(f, batch, name) for f, name in
                  ((top1_correct, "top1_correct"), (top5_correct, "top5_correct"))]
-        images = quantize_maps(scoremaps)
-        correct = np.zeros((batch, 2, len(self.iou_thresholds), len(self.thresholds)), dtype=bool)
-        for n in range(batch):
-            gt = np.asarray(gt_boxes[n], dtype=np.int64).reshape(-1, 4)
+        gts = [np.asarray(g, dtype=np.int64).reshape(-1, 4) for g in gt_boxes]
+        for n, gt in enumerate(gts):
             if len(gt) == 0:
                 raise ValueError(f"batch index {n}: an image needs at least one GT box")
-            levels, index = distinct_levels(images[n], self.thresholds)
-            v1, v2 = level_contours(images[n], levels).best_iou(gt)
-            best = np.stack([v1, v2])[:, index]  # (2, T)
-            correct[n] = best[:, None, :] >= self._iou_cut[None]
-        self.num_images += batch
-        self.num_correct += torch.from_numpy(correct.sum(axis=0))
-        for i, (f, counts) in enumerate(zip(flags, (self.top1_correct, self.top5_correct))):
+        images = quantize_maps(scoremaps)  # checks the maps; a private uint8 copy on the CPU
+        counts = self._counts  # not the attributes: reading those waits for pending work
+        counts["num_images"] += batch
+        for i, f in enumerate(flags):
             if f is not None:
-                self.num_classified[i] += batch
-                counts += torch.from_numpy(correct[f].sum(axis=0))
+                counts["num_classified"][i] += batch
+        # Chunks of images per task: enough tasks to keep every thread busy, few enough that
+        # the per-task overhead stays negligible next to ~1-5 ms of tracing per image.
+        step = max(1, -(-batch // (2 * self.num_threads)))
+        for lo in range(0, batch, step):
+            part = slice(lo, lo + step)
+            self._submit(_count_images, images[part], gts[part],
+                         [None if f is None else f[part] for f in flags],
+                         self.thresholds, self._iou_cut)
         if self.score_histograms:
             self._update_histograms(scoremaps, gt_boxes)
 
@@ -127,11 +143,12 @@ class BoxAccumulator(CountAccumulator):
             for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
                 inside[n, y0:y1 + 1, x0:x1 + 1] = True
         fg, bg = score_bins(scoremaps, self.thresholds, inside)
-        self.fg_hist += fg
-        self.bg_hist += bg
+        self._counts["fg_hist"] += fg
+        self._counts["bg_hist"] += bg
 
     def compute(self) -> dict[str, Any]:
         """Box metrics in %, keyed as described in the module docstring."""
+        self.sync()
         n = int(self.num_images)
         if n == 0:
             raise MetricError("BoxAccumulator.compute: no images were accumulated")
@@ -168,6 +185,53 @@ class BoxAccumulator(CountAccumulator):
                                        "inside_gt_boxes": self.fg_hist.tolist(),
                                        "outside_gt_boxes": self.bg_hist.tolist()}
         return out
+
+
+def image_best_iou(img: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
+                   min_cut: float = 0.0) -> np.ndarray:
+    """``(2, T)`` float64: the reference's best IoU with ``gt (G, 4)`` at every threshold, for
+    the largest contour (row 0, v1) and all contours (row 1, v2), of the uint8 map ``img``.
+
+    Levels whose bound ``max_G |Q_L & G| / |G|`` is below ``min_cut`` (> 0) are not traced and
+    get 0.0 (see the module docstring); ``min_cut = 0`` traces every level.
+    """
+    levels, index = distinct_levels(img, thresholds)
+    best = np.zeros((2, len(levels)))
+    traced = np.ones(len(levels), dtype=bool)
+    if min_cut > 0:
+        q = level_bounds(img, levels)  # inclusive boxes; x1 = -1 when empty
+        empty = q[:, 2] < q[:, 0]
+        # The boxes' right/bottom edge is clipped to W - 1 / H - 1, never beyond Q + 1.
+        height, width = img.shape
+        q[:, 2] = np.minimum(q[:, 2] + 1, width - 1)
+        q[:, 3] = np.minimum(q[:, 3] + 1, height - 1)
+        iw = (np.minimum(q[:, None, 2], gt[None, :, 2])
+              - np.maximum(q[:, None, 0], gt[None, :, 0]) + 1)
+        ih = (np.minimum(q[:, None, 3], gt[None, :, 3])
+              - np.maximum(q[:, None, 1], gt[None, :, 1]) + 1)
+        area = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+        bound = (np.maximum(iw, 0) * np.maximum(ih, 0) / area[None]).max(axis=1)
+        traced = empty | (bound >= min_cut)
+    if traced.any():
+        table: LevelContours = level_contours(img, levels[traced])
+        best[:, traced] = table.best_iou(gt)
+    return best[:, index]
+
+
+def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
+                  flags: Sequence[np.ndarray | None], thresholds: np.ndarray,
+                  iou_cut: np.ndarray) -> dict[str, np.ndarray]:
+    """Partial counts of a chunk of images (runs in the pool): ``num_correct``,
+    ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
+    min_cut = float(iou_cut.min())
+    correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
+    for n, (img, gt) in enumerate(zip(images, gts)):
+        correct[n] = image_best_iou(img, gt, thresholds, min_cut)[:, None, :] >= iou_cut[None]
+    out = {"num_correct": correct.sum(axis=0, dtype=np.int64)}
+    for name, f in zip(("top1_correct", "top5_correct"), flags):
+        if f is not None:
+            out[name] = correct[f].sum(axis=0, dtype=np.int64)
+    return out
 
 
 def _as_flags(flags: Any, batch: int, name: str) -> np.ndarray | None:

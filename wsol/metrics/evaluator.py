@@ -68,6 +68,11 @@ class LocalizationEvaluator:
         multi_contour: v2 (all contours) for the reported curves if True, v1 if False.
         mask_root: directory the mask paths are relative to (needed for mask splits).
         score_histograms: box splits: also histogram scores inside / outside the GT boxes.
+        num_threads: threads that count boxes / bin masks (None: ``min(4, os.cpu_count())``;
+            1: everything in the caller's thread). With more than one, :meth:`update` checks and
+            quantizes the batch, hands the tracing to the pool and returns, so the caller's next
+            forward pass overlaps it; :meth:`compute`, :meth:`to_tensor` and :meth:`sync` wait
+            for it. The numbers are identical for every value.
 
     Distributed evaluation: every rank updates with its own images, then
     ``ev.load_tensor(all_reduce_sum(ev.to_tensor()))`` and ``ev.compute()``.
@@ -76,7 +81,7 @@ class LocalizationEvaluator:
     def __init__(self, metadata: Metadata, image_size: int = 224, cam_curve_interval: float = 0.001,
                  iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True,
                  mask_root: str | os.PathLike | None = None,
-                 score_histograms: bool = False) -> None:
+                 score_histograms: bool = False, num_threads: int | None = None) -> None:
         self.metadata = metadata
         self.image_size = int(image_size)
         self.cam_curve_interval = float(cam_curve_interval)
@@ -91,11 +96,12 @@ class LocalizationEvaluator:
         if self.localization_type == "boxes":
             self._gt_boxes = gt_boxes_in_eval_geometry(metadata, self.image_size)
             self.boxes = BoxAccumulator(self.thresholds, iou_thresholds, multi_contour,
-                                        score_histograms=score_histograms)
+                                        score_histograms=score_histograms,
+                                        num_threads=num_threads)
         elif self.localization_type == "masks":
             if mask_root is None:
                 raise ValueError("a mask split needs mask_root (the directory of the mask PNGs)")
-            self.masks = MaskAccumulator(self.thresholds)
+            self.masks = MaskAccumulator(self.thresholds, num_threads=num_threads)
         else:
             raise ValueError(
                 "metadata has no localization.txt: nothing to evaluate localization against")
@@ -151,6 +157,16 @@ class LocalizationEvaluator:
             raise ScoreMapError(where + str(exc), exc.index) from None
         if top1 is not None:
             self.classification.add_flags(top1, top5)
+
+    def sync(self) -> None:
+        """Wait for the counting still running in the pool (see ``num_threads``)."""
+        for acc in self.accumulators:
+            acc.sync()
+
+    def close(self) -> None:
+        """Wait for pending work and stop the pool's threads."""
+        for acc in self.accumulators:
+            acc.close()
 
     def reset(self) -> None:
         for acc in self.accumulators:

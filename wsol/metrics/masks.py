@@ -35,10 +35,15 @@ class MaskAccumulator(CountAccumulator):
 
     Args:
         thresholds: the sweep, e.g. ``np.arange(0, 1, 0.001)``.
+        num_threads: threads that bin CPU maps (None: ``min(4, os.cpu_count())``; 1: in the
+            caller's thread). Maps on another device are binned there, synchronously. With more
+            than one, :meth:`update` copies the batch and returns; :meth:`compute` and the other
+            readers wait for the pending work (:meth:`sync`). Same counts for any value.
     """
 
-    def __init__(self, thresholds: Sequence[float] | np.ndarray) -> None:
-        super().__init__()
+    def __init__(self, thresholds: Sequence[float] | np.ndarray,
+                 num_threads: int | None = None) -> None:
+        super().__init__(num_threads)
         self.thresholds = as_thresholds(thresholds)
         self.num_images = self._add_counts("num_images")
         self.fg_hist = self._add_counts("fg_hist", len(self.thresholds) + 2)
@@ -60,10 +65,16 @@ class MaskAccumulator(CountAccumulator):
         valid = (masks == 0) | (masks == 1) | (masks == IGNORE)
         if not bool(valid.all()):
             raise ValueError("gt_masks must hold only 0 (background), 1 (foreground), 255 (ignore)")
-        fg, bg = score_bins(scoremaps, self.thresholds, masks == 1, masks == 0)
-        self.fg_hist += fg
-        self.bg_hist += bg
-        self.num_images += scoremaps.shape[0]
+        self._counts["num_images"] += scoremaps.shape[0]
+        if isinstance(scoremaps, torch.Tensor) and scoremaps.device.type != "cpu":
+            self._absorb(_bin_masks(scoremaps, masks, self.thresholds))
+            return
+        if isinstance(scoremaps, torch.Tensor):
+            scoremaps = scoremaps.detach().numpy()
+        if isinstance(masks, torch.Tensor):
+            masks = masks.cpu().numpy()
+        # Private copies: the caller may reuse its buffers once update returns.
+        self._submit(_bin_masks, np.array(scoremaps), np.array(masks), self.thresholds)
 
     def compute(self) -> dict[str, Any]:
         """``PxAP``, ``pIoU`` (both in %), ``pr_curve`` and ``num_images``.
@@ -71,6 +82,7 @@ class MaskAccumulator(CountAccumulator):
         ``pr_curve`` lists ``threshold``, ``precision``, ``recall`` from the highest threshold
         down (precision is None where nothing is predicted positive).
         """
+        self.sync()
         if int(self.num_images) == 0:
             raise MetricError("MaskAccumulator.compute: no images were accumulated")
         fg = self.fg_hist.numpy().astype(np.float64)
@@ -98,6 +110,13 @@ class MaskAccumulator(CountAccumulator):
                 "recall": recall.tolist(),
             },
         }
+
+
+def _bin_masks(scoremaps: ScoreMap, masks: ScoreMap,
+               thresholds: np.ndarray) -> dict[str, torch.Tensor]:
+    """Partial counts of one batch: the fg / bg score histograms."""
+    fg, bg = score_bins(scoremaps, thresholds, masks == 1, masks == 0)
+    return {"fg_hist": fg, "bg_hist": bg}
 
 
 def load_gt_mask(mask_root: str | os.PathLike, mask_paths: Sequence[str],
