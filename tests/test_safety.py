@@ -354,4 +354,4 @@ def test_class_names_from_the_metadata_are_stored_in_the_checkpoint(synthetic, t
     run = tmp_path / "run"
     train(tiny_config(synthetic, run, "optim.epochs=1"), progress=False)
     state = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert state["class_names"] == names.read_text().split()
+    assert state["class_names"] == names.read_text().splitlines()

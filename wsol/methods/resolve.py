@@ -10,9 +10,13 @@ __all__ = ["resolve_method"]
 
 def resolve_method(method: WSOLMethod, requested: str | None,
                    checkpoint: str = "the checkpoint") -> WSOLMethod:
-    """The method to localize with: the checkpoint's own by default; ``cam`` from a CREAM
-    checkpoint (CREAM's backbone is a trained CAM); anything else is a clear error."""
+    """The method to localize with: the checkpoint's own by default; ``cream`` from any method
+    trained or fitted with CREAM (its ``fused`` stage unless the checkpoint chose another);
+    ``cam`` from CREAM on CAM (CREAM's backbone is a trained CAM); anything else is a clear
+    error."""
     if requested is None or requested == method.name:
+        return method
+    if requested == "cream" and getattr(method, "with_cream", False):
         return method
     if requested == "cam" and method.name == "cream":
         from wsol.methods import build_method
@@ -21,7 +25,7 @@ def resolve_method(method: WSOLMethod, requested: str | None,
         return cam.train(method.training)
     if requested == "cream":
         raise UserError(
-            f"{checkpoint} holds a {method.name!r} model, not CREAM: CREAM needs context "
+            f"{checkpoint} holds a {method.name!r} model without CREAM: CREAM needs context "
             f"embeddings fitted on the training images; run `wsol cream fit --checkpoint "
             f"{checkpoint} --out CREAM.pt` first and localize with CREAM.pt")
     raise UserError(f"{checkpoint} holds a {method.name!r} model; --method {requested} is not "
