@@ -29,11 +29,33 @@ def _png_array(png: bytes) -> np.ndarray:
 # ---- overlays -------------------------------------------------------------------------------
 
 def test_jet_colormap_runs_from_blue_to_red():
-    rgb = colorize_map(np.array([[0.0, 0.5, 1.0]]))[0].astype(int)
+    rgb = colorize_map(np.array([[0.0, 0.5, 1.0]]), "jet")[0].astype(int)
     # jet: 0 is dark blue, 1 is dark red, 0.5 has green as the strongest channel.
     assert rgb[0, 2] > 100 and rgb[0, 0] == 0 and rgb[0, 1] == 0
     assert rgb[2, 0] > 100 and rgb[2, 1] == 0 and rgb[2, 2] == 0
     assert rgb[1, 1] == rgb[1].max()
+    # turbo (the default): dark blue-violet at 0, dark red at 1, green-yellow in the middle.
+    turbo = colorize_map(np.array([[0.0, 0.5, 1.0]]))[0].astype(int)
+    assert turbo[0, 2] > turbo[0, 1] and turbo[0, 2] > 50
+    assert turbo[2, 0] > 100 and turbo[2, 0] > 3 * turbo[2, 2]
+    assert turbo[1, 1] == turbo[1].max()
+    with pytest.raises(ValueError, match="colormap"):
+        colorize_map(np.zeros((2, 2)), "rainbow")
+
+
+def test_overlay_weighted_by_the_map_keeps_low_regions_visible():
+    image = np.full((10, 10, 3), 77, np.uint8)
+    score = np.zeros((10, 10), np.float32)
+    score[:, 5:] = 1.0
+    score[:, 4] = 0.5
+    out = overlay_map(image, score, alpha=0.8).astype(int)
+    assert np.array_equal(out[:, :4], image[:, :4])  # map 0: the image itself
+    heat = colorize_map(score).astype(int)
+    # map 1: 0.8 colour + 0.2 image; map 0.5: 0.4 colour + 0.6 image
+    assert np.all(np.abs(out[0, 7] - (0.2 * 77 + 0.8 * heat[0, 7])) <= 1)
+    assert np.all(np.abs(out[0, 4] - (0.6 * 77 + 0.4 * heat[0, 4])) <= 1)
+    with pytest.raises(ValueError, match="weighting"):
+        overlay_map(image, score, weighting="max")
 
 
 def test_overlay_blend_extremes_and_resize():
@@ -41,12 +63,13 @@ def test_overlay_blend_extremes_and_resize():
     small = np.zeros((4, 6), np.float32)
     small[1:3, 2:4] = 1.0
     assert np.array_equal(overlay_map(image, small, alpha=0.0), image)
-    full = overlay_map(image, small, alpha=1.0)
+    full = overlay_map(image, small, alpha=1.0, colormap="jet", weighting="uniform")
     assert full.shape == image.shape
     # alpha = 1: the pure colormap; the map's centre (value 1) is red, a corner (0) is blue.
     assert full[10, 15, 0] > full[10, 15, 2]
     assert full[0, 0, 2] > full[0, 0, 0]
-    half = overlay_map(image, np.zeros((20, 30), np.float32), alpha=0.5).astype(int)
+    half = overlay_map(image, np.zeros((20, 30), np.float32), alpha=0.5,
+                       weighting="uniform").astype(int)
     blue = colorize_map(np.zeros((1, 1)))[0, 0].astype(int)
     assert np.all(np.abs(half[5, 5] - (77 + blue) / 2) <= 1)
 
@@ -67,6 +90,31 @@ def test_label_stays_inside_the_image():
     assert image[:, :, 1].max() == 255  # the green label background was drawn
     cols = np.where(image[:, :, 1].max(axis=0) == 255)[0]
     assert cols.min() >= 0 and cols.max() < 60
+
+
+def _label_height(side: int) -> int:
+    image = np.zeros((side, side, 3), np.uint8)
+    draw_label(image, "Laysan Albatross 0.93", anchor=(side // 4, side // 2))
+    return int((image[:, :, 1] == 255).any(axis=1).sum())
+
+
+def test_label_font_scales_with_the_image():
+    from wsol.viz.overlay import label_font_size
+
+    assert label_font_size((100, 300)) == 11 and label_font_size((1000, 1500)) == 45
+    small, large = _label_height(200), _label_height(1000)
+    assert 11 <= small < 25 and large > 3.5 * small
+
+
+def test_label_keeps_accents_and_fits_small_images():
+    plain, accented = np.zeros((80, 200, 3), np.uint8), np.zeros((80, 200, 3), np.uint8)
+    draw_label(plain, "Becasseau", anchor=(0, 40))
+    draw_label(accented, "Bécasseau", anchor=(0, 40))
+    assert not np.array_equal(plain, accented)  # the accent is drawn, not a "?"
+    tiny = np.zeros((32, 48, 3), np.uint8)
+    draw_label(tiny, "Black footed Albatross 0.93", anchor=(0, 0))
+    cols = np.where((tiny[:, :, 1] == 255).any(axis=0))[0]
+    assert cols.max() < 48 and cols.min() >= 0  # shrunk / cut to the width
 
 
 def test_render_overlay_leaves_input_alone():
@@ -207,7 +255,54 @@ def test_histogram_and_grid_figures():
             "CREAM": [np.random.rand(6, 8) for _ in range(3)]}
     fig = plot_method_grid(images, maps, gt_boxes=[[(1, 1, 10, 10)]] * 3,
                            pred_boxes={"CAM": [[(2, 2, 12, 12)]] * 3}, row_titles=["a", "b", "c"])
-    assert len(fig.axes) == 3 * 3
+    assert len(fig.axes) == 3 * 3 + 1  # the cells and the map's colour bar
     assert [fig.axes[k].get_title() for k in range(3)] == ["image", "CAM", "CREAM"]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "ground-truth box" and legend[1].startswith("predicted box")
     with pytest.raises(ValueError, match="2 maps for 3 images"):
         plot_method_grid(images, {"CAM": maps["CAM"][:2]})
+
+    fig = plot_method_grid(images, maps, column_titles={"CREAM": "CREAM (stage cam)"},
+                           cell_labels={"CAM": ["bird 0.90", "cat 0.40", "dog 0.70"]},
+                           cell_ok={"CAM": [True, False, None]}, legend=False)
+    assert len(fig.axes) == 9 and not fig.legends
+    assert fig.axes[2].get_title() == "CREAM (stage cam)"
+    labels = [fig.axes[3 * r + 1].xaxis.label for r in range(3)]
+    assert [lb.get_text() for lb in labels] == ["bird 0.90", "cat 0.40", "dog 0.70"]
+    assert labels[0].get_color() != labels[1].get_color()  # correct vs wrong
+    with pytest.raises(ValueError, match="cell labels"):
+        plot_method_grid(images, maps, cell_labels={"CAM": ["x"]})
+
+
+# ---- training curves ------------------------------------------------------------------------
+
+def test_training_curves_small_multiples():
+    from wsol.viz.training import epoch_columns, plot_training_curves
+
+    a = [{"epoch": "1", "train_loss": "2.0", "train_top1_cls": "10", "val_top1_cls": "",
+          "val_MaxBoxAccV2": ""},
+         {"epoch": "2", "train_loss": "1.5", "train_top1_cls": "30", "val_top1_cls": "25",
+          "val_MaxBoxAccV2": "40"}]
+    b = [{"epoch": "1", "train_loss": "1.8", "train_top1_cls": "20", "val_top1_cls": "22",
+          "val_gt_known_loc": "35", "val_MaxBoxAccV2": "38", "note": "x"}]
+    cols = epoch_columns(a)
+    assert np.isnan(cols["val_top1_cls"][0]) and "note" not in epoch_columns(b)
+    fig = plot_training_curves({"cam": a, "cream": b}, selected={"cam": ("val_MaxBoxAccV2", 2)})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["training loss", "train Top-1 Cls", "val Top-1 Cls", "val GT-known Loc",
+                      "val MaxBoxAccV2"]
+    loss_ax = fig.axes[0]
+    colors = {tuple(line.get_color()) for line in loss_ax.lines}
+    assert len(loss_ax.lines) == 2 and len(colors) == 2  # one colour per run
+    # train Top-1 is its own panel, not under "validation"
+    assert np.allclose(fig.axes[1].lines[0].get_ydata(), [10, 30])
+    # val panels skip the epochs without validation
+    assert np.allclose(fig.axes[2].lines[0].get_xdata(), [2])
+    # one legend, outside the panels; the selected epoch is ringed on its metric's panel
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["cam", "cream", "selected epoch"]
+    ring = [line for line in fig.axes[4].lines if line.get_marker() == "o"]
+    assert len(ring) == 1 and ring[0].get_xdata()[0] == 2
+    with pytest.raises(ValueError, match="no runs"):
+        plot_training_curves({})

@@ -122,10 +122,11 @@ def protocol_sentence(shared: Mapping[str, Any]) -> str:
     return ("Protocol: " + ", ".join(parts) + ".") if parts else ""
 
 
-def metrics_table(rows: Sequence[ResultRow]) -> str:
+def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = None) -> str:
     """The ``<table id="metrics">``: one row per result, one column per metric any row has (all
     metrics are percentages where higher is better; the best of each column is bold), and the
-    notes under it (``<p class="caption">``)."""
+    notes under it (``<p class="caption">``). A row's results file (its tooltip) is shown
+    relative to ``base``."""
     few = [_few_classes(r) for r in rows]
     columns = [(k, t) for k, t in METRIC_COLUMNS
                if any(metric_value(r.results, k) is not None and not (k in TOP5_KEYS and f)
@@ -144,7 +145,7 @@ def metrics_table(rows: Sequence[ResultRow]) -> str:
         n = row.num_images
         settings = _settings_text(row, shared)
         cells = [
-            f'<td class="label" title="{html.escape(str(row.path or ""))}">'
+            f'<td class="label" title="{html.escape(_rel(row.path, Path(base or ".")))}">'
             f"{html.escape(row.label)}</td>",
             f"<td>{html.escape(row.title())}"
             + (f'<br><span class="settings">{html.escape(settings)}</span>' if settings else "")
@@ -342,7 +343,7 @@ def render_report(runs: Sequence[RunSummary], sections: Sequence[Section],
         f'<p class="meta">{len(rows)} result(s) from {len(runs)} run(s), generated {when} by '
         f"wsol {html.escape(wsol.__version__)}</p>",
         f'<nav><a href="#metrics-section">Metrics</a> {nav} <a href="#runs">Runs</a></nav>',
-        '<h2 id="metrics-section">Metrics</h2>', metrics_table(rows),
+        '<h2 id="metrics-section">Metrics</h2>', metrics_table(rows, base),
     ]
     for run in runs:
         parts += [f'<p class="note">{html.escape(run.name)}: {html.escape(n)}</p>'
