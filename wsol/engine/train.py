@@ -58,6 +58,32 @@ def evaluate_split(method, config: dict, split: str, device: torch.device, backb
     return results
 
 
+def class_names_of(config: dict) -> tuple[list[str] | None, Path | None]:
+    """Class names of a run: ``data.class_names``, else the ``class_names.txt`` that
+    ``wsol prepare`` writes next to (cub, folder, voc) or above (synthetic) the split dirs."""
+    data = config["data"]
+    names_file = Path(data["class_names"]) if data.get("class_names") else None
+    if names_file is None and data.get("metadata"):
+        found = [d / "class_names.txt" for d in (Path(data["metadata"]),
+                                                 Path(data["metadata"]).parent)
+                 if (d / "class_names.txt").is_file()]
+        names_file = found[0] if found else None
+    return read_class_names(names_file), names_file
+
+
+def num_classes_of(config: dict, train_meta: Metadata) -> int:
+    """The task's class count: the class names' count when known (a split may lack the last
+    classes), else the metadata's largest label + 1."""
+    names, names_file = class_names_of(config)
+    if names is None:
+        return train_meta.num_classes
+    if len(names) < train_meta.num_classes:
+        raise ConfigError(f"{names_file}: {len(names)} class names, but the labels of "
+                          f"{config['data']['train_split']!r} go up to "
+                          f"{train_meta.num_classes - 1}")
+    return len(names)
+
+
 def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
     """Check everything that can be checked before training; returns the train metadata and
     the metadata of the val/test splits. Raises one :class:`~wsol.errors.WsolError` naming the
@@ -74,7 +100,7 @@ def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
         raise ConfigError(f"data.root: {data['root']} is not a directory")
     train_meta = build_split(config, data["train_split"], train=True, backbone=None,
                              metadata_only=True)
-    num_classes = train_meta.num_classes
+    num_classes = num_classes_of(config, train_meta)
     others: dict[str, Metadata] = {}
     splits = ([data["val_split"]] if data.get("val_split") else []) + list(data["test_splits"])
     for split in splits:
@@ -104,23 +130,14 @@ class ClassifierTask(Task):
     def __init__(self, config: dict, device: torch.device, train_meta: Metadata) -> None:
         data = config["data"]
         self.config = config
-        self.method = build_from_config(config, num_classes=train_meta.num_classes).to(device)
+        self.method = build_from_config(config,
+                                        num_classes=num_classes_of(config, train_meta)).to(device)
         self.model = self.method
         self.method.reduce_fn = dist_utils.all_reduce_sum  # CREAM's cross-rank Eq.4 sums
         self.train_set, _, _ = build_split(config, data["train_split"], train=True,
                                            backbone=self.method.backbone, metadata=train_meta)
         self.select_metric = config["train"]["select_metric"] if data.get("val_split") else None
-        names_file = data.get("class_names")
-        if not names_file and data.get("metadata"):
-            # written by `wsol prepare` next to (cub, folder, voc) or above (synthetic) the splits
-            found = [d / "class_names.txt" for d in (Path(data["metadata"]),
-                                                     Path(data["metadata"]).parent)
-                     if (d / "class_names.txt").is_file()]
-            names_file = found[0] if found else None
-        self.class_names = read_class_names(names_file)
-        if self.class_names is not None and len(self.class_names) < train_meta.num_classes:
-            raise ConfigError(f"{names_file}: {len(self.class_names)} class names for "
-                              f"{train_meta.num_classes} classes")
+        self.class_names, _ = class_names_of(config)
         self.checkpoint_extra = {"class_names": self.class_names}
 
     def train_step(self, model: nn.Module, batch: dict, device: torch.device) -> StepOutput:
