@@ -28,8 +28,8 @@ CREAM's own pure functions, unchanged.
 Evidence (``benchmarks/ilsvrc_sample.py`` -> ``benchmarks/results/ilsvrc_sample.json``; the
 ImageNet EfficientNet-Lite0, no training; settings chosen on the CUB subset's val split, maps
 of the predicted class): on the CUB subset's 243 test images CAM gives MaxBoxAccV2 52.1,
-``init="self"`` 67.2 (paired bootstrap gain +14.5, 95% CI [11.1, 17.6]) and ``init="fitted"``
-with the class-agnostic pair fitted on 250 unlabeled CUB images 78.5 (+26.0, [22.9, 29.4]);
+``init="self"`` 67.2 (paired bootstrap gain +14.5, 95% CI [11.3, 17.8]) and ``init="fitted"``
+with the class-agnostic pair fitted on 250 unlabeled CUB images 78.5 (+26.0, [22.5, 29.4]);
 per-class embeddings did worse (70.1: a handful of images per predicted class). On the 20
 ILSVRC val images CAM gives 56.7 and every init 60-62, a gain whose CI includes 0 at that
 size. Hence the defaults: ``init="self"`` (needs nothing; what :meth:`wsol.Localizer.pretrained`
