@@ -19,7 +19,8 @@ runs work, e.g. tiny_cnn runs on ``wsol prepare synthetic`` data). The script ad
 5. ``docs/example/report.png``: a screenshot of the page in headless Chromium (full page
    height, trailing white space cropped);
 6. ``docs/example/localize/``: ``wsol localize`` overlays, boxes and manifest of the CREAM run
-   on ``--localize-images`` test images at a box threshold chosen on val (largest contour);
+   on ``--localize-images`` test images at a box threshold chosen on val (largest contour,
+   ``<cream>-localize/val_largest_contour.json``);
    the ``.npy`` maps are left out to keep the repository small.
 
 Existing evaluations are reused; ``--force`` recomputes them.
@@ -60,7 +61,7 @@ def evaluate(checkpoint: Path, output: Path, force: bool, *args: str) -> Path:
     return output
 
 
-def screenshot(html: Path, png: Path, width: int = 1400, max_height: int = 12000) -> Path:
+def screenshot(html: Path, png: Path, width: int = 1500, max_height: int = 12000) -> Path:
     """Headless Chromium screenshot of the whole page: a tall window, then the white rows
     below the content are cropped."""
     import numpy as np
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--force", action="store_true", help="recompute existing evaluations")
     args = parser.parse_args(argv)
+    for key in ("cam", "cream", "bcam", "plugin_dir", "out"):  # the CLI runs in the repository
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
 
     cam_ckpt, cream_ckpt, bcam_ckpt = (best_checkpoint(r) for r in (args.cam, args.cream,
                                                                     args.bcam))
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.localize_images > 0:
         # box threshold for `localize` (largest contour): chosen on val, never on test
-        val = args.cream / "eval" / "val" / "results_largest_contour.json"
+        # (kept beside the run, not in its eval/, so that it is no row of the report)
+        val = args.cream.with_name(args.cream.name + "-localize") / "val_largest_contour.json"
         if args.force or not val.is_file():
             wsol("evaluate", "--checkpoint", str(cream_ckpt), "--split", "val", "--output",
                  str(val), "--no-progress", "--force", "eval.multi_contour=false")

@@ -103,8 +103,10 @@ def two_runs(tmp_path):
 
 
 def _embedded_pngs(page: str) -> list[np.ndarray]:
+    """Every inline image of the page (PNG figures, the JPEG grid) as an RGB array."""
     return [np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-            for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+            for data in re.findall(r'src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"',
+                                   page)]
 
 
 def _table(page: str) -> str:

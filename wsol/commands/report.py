@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from wsol.errors import UserError
     from wsol.utils.io import atomic_write_text
-    from wsol.viz._figure import figure_png
+    from wsol.viz._figure import figure_jpeg
     from wsol.viz.report import Section, collect_rows, render_report, report_sections
 
     out = Path(args.out)
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 '</i>ground truth</span><span><i class="swatch" style="border-color:#0f0">'
                 "</i>prediction</span></span>")
         sections.append(Section(f"Images x methods ({args.split})",
-                                figure_png(fig) if fig is not None else None, notes,
-                                caption=caption, anchor="grid"))
+                                figure_jpeg(fig) if fig is not None else None, notes,
+                                caption=caption, anchor="grid", mime="image/jpeg"))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_report(runs, sections, title=args.title, rows=rows,
                                          out_dir=out.parent))

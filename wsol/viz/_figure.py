@@ -26,6 +26,14 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+def figure_jpeg(fig: Figure, dpi: int = 100, quality: int = 88) -> bytes:
+    """The figure encoded as JPEG bytes (photographic figures such as image grids: several
+    times smaller than PNG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality, "optimize": True})
+    return buf.getvalue()
+
+
 def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write the figure as a PNG file atomically."""
     data = figure_png(fig, dpi)

@@ -62,6 +62,7 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pIoU", "pIoU"),
 )
 TOP5_KEYS = ("top5_cls", "top5_loc")
+IOU_PREFIX = "max_box_acc_by_iou."
 #: Fewer classes than this make Top-5 trivial (every class is in the top 5).
 TOP5_MIN_CLASSES = 6
 
@@ -132,8 +133,17 @@ def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = No
                if any(metric_value(r.results, k) is not None and not (k in TOP5_KEYS and f)
                       for r, f in zip(rows, few))]
     shared = shared_protocol(rows)
+    ious = [t for k, t in columns if k.startswith(IOU_PREFIX)]
+    metric_heads = []
+    for k, t in columns:
+        if not k.startswith(IOU_PREFIX):
+            metric_heads.append(t)
+            if k == "MaxBoxAccV2" and ious:
+                metric_heads.append("MaxBoxAcc at " + " / ".join(ious))
+    if ious and not any(k == "MaxBoxAccV2" for k, _ in columns):
+        metric_heads.append("MaxBoxAcc at " + " / ".join(ious))
     head = ["Run", "Maps and inference settings", "Model", "Source and checkpoint",
-            "Split (images)"] + [t for _, t in columns] + ["Thr. IoU50"]
+            "Split (images)"] + metric_heads + ["Thr. IoU50"]
     values = {k: [v for r, f in zip(rows, few)
                   if (v := metric_value(r.results, k)) is not None
                   and not (k in TOP5_KEYS and f)] for k, _ in columns}
@@ -155,17 +165,31 @@ def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = No
             f'<span class="settings">{html.escape(row.checkpoint_text())}</span></td>',
             f"<td>{html.escape(split)} ({n if n is not None else '?'})</td>",
         ]
+        iou_parts: list[str] = []
         for key, _ in columns:
             value = metric_value(row.results, key)
             if key in TOP5_KEYS and f:
-                cells.append('<td class="na" title="fewer than 6 classes: Top-5 is trivial">'
-                             "n/a&dagger;</td>")
+                text = "n/a&dagger;"
             elif value is None:
-                cells.append("<td>&mdash;</td>")
+                text = "&mdash;"
             elif value == best[key]:
-                cells.append(f"<td><b>{value:.2f}</b></td>")
+                text = f"<b>{value:.2f}</b>"
             else:
-                cells.append(f"<td>{value:.2f}</td>")
+                text = f"{value:.2f}"
+            if key.startswith(IOU_PREFIX):  # MaxBoxAcc at IoU 30 / 50 / 70 share one cell
+                iou_parts.append(text)
+                continue
+            if key in TOP5_KEYS and f:
+                cells.append('<td class="na" title="fewer than 6 classes: Top-5 is trivial">'
+                             f"{text}</td>")
+            else:
+                cells.append(f"<td>{text}</td>")
+            if key == "MaxBoxAccV2" and any(k.startswith(IOU_PREFIX) for k, _ in columns):
+                cells.append(None)  # placeholder for the IoU cell
+        if None in cells:
+            cells[cells.index(None)] = f'<td class="iou">{" / ".join(iou_parts)}</td>'
+        elif iou_parts:
+            cells.append(f'<td class="iou">{" / ".join(iou_parts)}</td>')
         thr = best_threshold(row)
         cells.append("<td>&mdash;</td>" if thr is None else f"<td>{thr:.3f}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -187,14 +211,15 @@ def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = No
 
 @dataclass
 class Section:
-    """A titled block of the page: an optional PNG, optional notes and an optional caption
-    (HTML) under the title."""
+    """A titled block of the page: an optional image (PNG, or JPEG when ``mime`` says so),
+    optional notes and an optional caption (HTML) under the title."""
 
     title: str
-    png: bytes | None = None
+    image: bytes | None = None
     notes: list[str] = field(default_factory=list)
     caption: str = ""
     anchor: str = ""
+    mime: str = "image/png"
 
 
 def row_colors(rows: Sequence[ResultRow]) -> dict[str, Any]:
@@ -224,7 +249,7 @@ def report_sections(rows: Sequence[ResultRow], runs: Sequence[RunSummary] = ()) 
         "a GT box; MaxBoxAcc is each curve's maximum (in the legend). A flat, high curve is "
         "robust to the threshold."))
     if curves:
-        sec.png = figure_png(plot_box_acc_curves(curves, colors=colors))
+        sec.image = figure_png(plot_box_acc_curves(curves, colors=colors))
     sec.notes += [f"{r.label}: no box_acc_curves in its results" for r in rows
                   if r.label not in curves]
     sections.append(sec)
@@ -301,10 +326,12 @@ h1 { margin-bottom: 0.2em; } .meta { color: #666; margin-top: 0; }
 h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 nav a { margin-right: 1em; color: #335; }
 table { border-collapse: collapse; margin: 1em 0 0.4em; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #eef; } tbody tr:nth-child(even) { background: #fafafe; }
-td:nth-child(-n+5) { text-align: left; vertical-align: top; }
-.settings { display: inline-block; white-space: normal; max-width: 22em; font-size: 11.5px;
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { background: #eef; white-space: normal; vertical-align: bottom; max-width: 7em; }
+td.iou { font-size: 12px; } tbody tr:nth-child(even) { background: #fafafe; }
+td:nth-child(-n+5), th:nth-child(-n+5) { text-align: left; vertical-align: top; }
+th:nth-child(-n+5) { vertical-align: bottom; max-width: none; }
+.settings { display: inline-block; white-space: normal; max-width: 15em; font-size: 11.5px;
             color: #555; }
 .scroll { overflow-x: auto; }
 td.na { color: #999; }
@@ -318,9 +345,9 @@ pre { background: #f6f6f6; padding: 0.6em; font-size: 12px; overflow-x: auto; }
 """
 
 
-def _img_tag(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _img_tag(data_bytes: bytes, alt: str, mime: str = "image/png") -> str:
+    data = base64.b64encode(data_bytes).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
 
 
 def render_report(runs: Sequence[RunSummary], sections: Sequence[Section],
@@ -356,8 +383,8 @@ def render_report(runs: Sequence[RunSummary], sections: Sequence[Section],
         parts.append(f"<h2{anchor}>{html.escape(sec.title)}</h2>")
         if sec.caption:
             parts.append(f'<p class="caption">{sec.caption}</p>')
-        if sec.png is not None:
-            parts.append(_img_tag(sec.png, sec.title))
+        if sec.image is not None:
+            parts.append(_img_tag(sec.image, sec.title, sec.mime))
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in sec.notes]
     parts.append('<h2 id="runs">Runs and result files</h2>')
     parts.append("<table><thead><tr><th>Row</th><th>Results file</th><th>Checkpoint</th>"
