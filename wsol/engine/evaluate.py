@@ -80,6 +80,7 @@ def evaluate(
     progress: bool = False,
     amp: bool | str = False,
     channels_last: bool = False,
+    map_class: str = "gt",
 ) -> dict:
     """Classification + localization metrics of ``method`` on the split behind ``loader``.
 
@@ -95,6 +96,8 @@ def evaluate(
         raise UserError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
     if eval_type == "mask" and not hasattr(inner, "localization_masks"):
         raise UserError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
+    if map_class not in ("gt", "predicted"):
+        raise UserError(f"map_class must be 'gt' or 'predicted', got {map_class!r}")
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
@@ -109,8 +112,9 @@ def evaluate(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = torch.as_tensor(batch["label"]).to(device)
-            out = compute_maps(inner, images, labels, (image_size, image_size), normalization,
-                               eval_type=eval_type, amp=amp)
+            out = compute_maps(inner, images, labels if map_class == "gt" else None,
+                               (image_size, image_size), normalization, eval_type=eval_type,
+                               amp=amp)
             topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
             evaluator.update(out.maps, list(batch["image_id"]), topk)
             if scoremap_dir is not None:
@@ -126,5 +130,6 @@ def evaluate(
     results["top1_cls"] = results.pop("top1_acc")
     results["top5_cls"] = results.pop("top5_acc")
     results["eval_type"] = eval_type
+    results["map_class"] = map_class
     results["normalization"] = normalization
     return results

@@ -9,6 +9,7 @@ from wsol.methods import adl  # noqa: F401
 from wsol.methods import bcam  # noqa: F401
 from wsol.methods import cam  # noqa: F401  (registers "cam")
 from wsol.methods import cream  # noqa: F401
+from wsol.methods import cream_free  # noqa: F401  (registers "cream_free": training-free CREAM)
 from wsol.methods import cutmix  # noqa: F401
 from wsol.methods import has  # noqa: F401
 from wsol.methods import spg  # noqa: F401

@@ -27,6 +27,7 @@ def resolve_method(method: WSOLMethod, requested: str | None,
         raise UserError(
             f"{checkpoint} holds a {method.name!r} model without CREAM: CREAM needs context "
             f"embeddings fitted on the training images; run `wsol cream fit --checkpoint "
-            f"{checkpoint} --out CREAM.pt` first and localize with CREAM.pt")
+            f"{checkpoint} --out CREAM.pt` first and localize with CREAM.pt, or use "
+            "--method cream_free (training-free CREAM, no embeddings needed)")
     raise UserError(f"{checkpoint} holds a {method.name!r} model; --method {requested} is not "
                      f"available from it (only 'cam' can be taken from a 'cream' checkpoint)")
