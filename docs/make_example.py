@@ -16,8 +16,8 @@ runs work, e.g. tiny_cnn runs on ``wsol prepare synthetic`` data). The script ad
    (``--plugin-dir``, default ``<cam>-cream-fit/``: ``cream.pt``, ``results_test.json``);
 4. ``docs/example/report.html``: ``wsol report`` over the three runs and the plug-in's results
    (rows: CAM, CREAM fused, CREAM calibrated, B-CAM prob, B-CAM mask, plug-in);
-5. ``docs/example/report.png``: a screenshot of the page in headless Chromium (full page
-   height, trailing white space cropped);
+5. ``docs/example/report.png``: a screenshot of the page in headless Chromium (1500 px wide,
+   full page height, trailing white space cropped, 256 colours);
 6. ``docs/example/localize/``: ``wsol localize`` overlays, boxes and manifest of the CREAM run
    on ``--localize-images`` test images at a box threshold chosen on val (largest contour,
    ``<cream>-localize/val_largest_contour.json``);
@@ -82,7 +82,9 @@ def screenshot(html: Path, png: Path, width: int = 1500, max_height: int = 12000
     gray = np.asarray(image.convert("L"))
     content = np.flatnonzero((gray < 250).any(axis=1))
     bottom = min(gray.shape[0], int(content[-1]) + 40) if content.size else gray.shape[0]
-    image.crop((0, 0, width, bottom)).save(png, optimize=True)
+    # 256 colours (median cut): about a quarter of the full-colour file, text stays sharp
+    image.crop((0, 0, width, bottom)).quantize(colors=256, method=Image.Quantize.MEDIANCUT) \
+        .save(png, optimize=True)
     tmp.unlink()
     print(f"# screenshot {png} ({width}x{bottom})")
     return png

@@ -337,3 +337,30 @@ def test_report_renders_in_headless_chromium(tmp_path, two_runs):
         assert f'id="{anchor}"' in dom, anchor
     assert dom.count("<img") == 3
     assert "ground truth" in dom and "prediction" in dom and "Protocol:" in dom
+
+
+def _make_example_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_example.py"
+    spec = importlib.util.spec_from_file_location("make_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_example_screenshot_and_bad_runs(tmp_path, two_runs):
+    make_example = _make_example_module()
+    with pytest.raises(SystemExit, match="no checkpoints/best.pt"):
+        make_example.best_checkpoint(tmp_path)
+    with pytest.raises(SystemExit):  # --bcam is required
+        make_example.main(["--cam", str(two_runs[0]), "--cream", str(two_runs[1])])
+    _chromium()
+    out = tmp_path / "report.html"
+    assert main(["report", *map(str, two_runs), "--out", str(out), "--grid-images", "0"]) == 0
+    png = make_example.screenshot(out, tmp_path / "report.png", width=900)
+    image = Image.open(png)
+    # the whole page, white space below it cropped, in 256 colours
+    assert image.size[0] == 900 and 600 < image.size[1] < 6000 and image.mode == "P"
+    rows = np.asarray(image.convert("L"))
+    assert (rows[-60:] < 250).any() and (rows[-30:] >= 250).all()

@@ -155,14 +155,14 @@ def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = No
         n = row.num_images
         settings = _settings_text(row, shared)
         cells = [
-            f'<td class="label" title="{html.escape(_rel(row.path, Path(base or ".")))}">'
-            f"{html.escape(row.label)}</td>",
+            (f'<td class="label" title="{html.escape(_rel(row.path, Path(base or ".")))}">'
+            f"{html.escape(row.label)}</td>"),
             f"<td>{html.escape(row.title())}"
             + (f'<br><span class="settings">{html.escape(settings)}</span>' if settings else "")
             + "</td>",
             f"<td>{html.escape(row.model)}</td>",
-            f"<td>{html.escape(row.source)}<br>"
-            f'<span class="settings">{html.escape(row.checkpoint_text())}</span></td>',
+            (f"<td>{html.escape(row.source)}<br>"
+            f'<span class="settings">{html.escape(row.checkpoint_text())}</span></td>'),
             f"<td>{html.escape(split)} ({n if n is not None else '?'})</td>",
         ]
         iou_parts: list[str] = []
@@ -194,8 +194,8 @@ def metrics_table(rows: Sequence[ResultRow], base: str | os.PathLike | None = No
         cells.append("<td>&mdash;</td>" if thr is None else f"<td>{thr:.3f}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-    captions = ["All metrics in %, higher is better; the best of each column in bold. "
-                "Thr. IoU50: the box threshold of the best BoxAcc at IoU 50 on that split."]
+    captions = [("All metrics in %, higher is better; the best of each column in bold. "
+                "Thr. IoU50: the box threshold of the best BoxAcc at IoU 50 on that split.")]
     if (sentence := protocol_sentence(shared)):
         captions.append(sentence)
     classes = sorted({r.num_classes for r in rows if r.num_classes is not None})
@@ -367,8 +367,8 @@ def render_report(runs: Sequence[RunSummary], sections: Sequence[Section],
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="meta">{len(rows)} result(s) from {len(runs)} run(s), generated {when} by '
-        f"wsol {html.escape(wsol.__version__)}</p>",
+        (f'<p class="meta">{len(rows)} result(s) from {len(runs)} run(s), generated {when} by '
+        f"wsol {html.escape(wsol.__version__)}</p>"),
         f'<nav><a href="#metrics-section">Metrics</a> {nav} <a href="#runs">Runs</a></nav>',
         '<h2 id="metrics-section">Metrics</h2>', metrics_table(rows, base),
     ]

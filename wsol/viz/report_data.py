@@ -31,9 +31,19 @@ from typing import Any
 from wsol.errors import RunDirError
 from wsol.utils.io import read_json_object
 
-__all__ = ["METRIC_KEYS", "INFERENCE_KEYS", "ResultRow", "RunSummary", "checkpoint_meta",
-           "collect_rows", "load_results_file", "load_run", "method_title", "round_floats",
-           "unique_names"]
+__all__ = [
+    "INFERENCE_KEYS",
+    "METRIC_KEYS",
+    "ResultRow",
+    "RunSummary",
+    "checkpoint_meta",
+    "collect_rows",
+    "load_results_file",
+    "load_run",
+    "method_title",
+    "round_floats",
+    "unique_names",
+]
 
 #: Keys of which at least one makes a JSON object a results file.
 METRIC_KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAcc", "MaxBoxAccV2", "PxAP",

@@ -116,12 +116,12 @@ def _columns(rows: Sequence[ResultRow], device: str, notes: list[str]) -> list[_
                 names = read_class_names((config.get("data") or {}).get("class_names"))
             except WsolError:
                 names = None
-        common = dict(eval_type=row.eval_type, threshold=threshold,
-                      normalization=str(row.results.get("normalization")
+        common = {"eval_type": row.eval_type, "threshold": threshold,
+                      "normalization": str(row.results.get("normalization")
                                         or (config.get("eval") or {}).get("normalization",
                                                                           "minmax")),
-                      size=int((config.get("data") or {}).get("image_size", 224)),
-                      class_names=list(names) if names else None, config=config)
+                      "size": int((config.get("data") or {}).get("image_size", 224)),
+                      "class_names": list(names) if names else None, "config": config}
         columns.append(_Column(key=row.label, title=f"{row.label}\n{row.title()}", method=method,
                                **common))
         stage = getattr(method, "stage", None)
@@ -157,7 +157,7 @@ def _run_column(col: _Column, originals, labels, meta, ids, display_size: int) -
     import torch
 
     from wsol.data.transforms import EvalTransform
-    from wsol.localization import boxes_from_maps, box_iou, compute_maps
+    from wsol.localization import box_iou, boxes_from_maps, compute_maps
 
     backbone = col.method.backbone
     tf = EvalTransform(mean=backbone.input_mean, std=backbone.input_std, size=col.size)
@@ -218,12 +218,12 @@ def build_run_grid(rows: Sequence[ResultRow], n_images: int, *, split: str = "te
     first = columns[0].config
     data = first.get("data") or {}
     if not data.get("root") or not data.get("metadata"):
-        return None, notes + ["no grid: the checkpoint's config has no data.root / "
-                              "data.metadata"], ""
+        return None, notes + [("no grid: the checkpoint's config has no data.root / "
+                              "data.metadata")], ""
     root = Path(data["root"])
     if not root.is_dir():
-        return None, notes + [f"no grid: data unavailable (image root {root} does not "
-                              "exist)"], ""
+        return None, notes + [(f"no grid: data unavailable (image root {root} does not "
+                              "exist)")], ""
     try:
         meta = build_split(first, split, train=False, backbone=None, metadata_only=True)
     except (WsolError, ValueError) as exc:
