@@ -19,7 +19,13 @@ HELP = "CREAM utilities: fit context embeddings for a trained checkpoint of any 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="cream_command", metavar="SUBCOMMAND", required=True)
-    fit = sub.add_parser("fit", help="compute CREAM's embeddings for a trained checkpoint")
+    fit = sub.add_parser(
+        "fit", help="compute CREAM's embeddings for a trained checkpoint",
+        description="Put CREAM on a trained checkpoint of any method without retraining: the "
+                    "class-specific foreground/background context embeddings (Eq.3-4) are "
+                    "computed from the training images' CAM-guided feature averages, and the "
+                    "result is a checkpoint that `wsol evaluate` / `wsol localize` use like any "
+                    "other (stages cam, calibrated, fused).")
     fit.add_argument("--checkpoint", required=True,
                      help="trained checkpoint of any method (cam, has, acol, spg, adl, cutmix)")
     fit.add_argument("--out", required=True, help="output CREAM checkpoint (.pt)")

@@ -131,5 +131,13 @@ def evaluate(
     results["top5_cls"] = results.pop("top5_acc")
     results["eval_type"] = eval_type
     results["map_class"] = map_class
+    num_classes = int(getattr(inner, "num_classes", 0) or 0)
+    if 0 < num_classes < 6:
+        # With 5 classes or fewer the top 5 holds every class: Top-5 Cls is 100 and Top-5 Loc
+        # equals GT-known by construction, so they are not reported.
+        for key in ("top5_cls", "top5_loc", "top5_loc_by_iou"):
+            if key in results:
+                results[key] = None
+        results["top5_note"] = f"omitted: {num_classes} classes (< 6)"
     results["normalization"] = normalization
     return results

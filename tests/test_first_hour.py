@@ -1,0 +1,38 @@
+"""Friction points of a new user's first hour (issue 16) that live in the engine and commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tiny_overrides
+
+from wsol.config import load_config
+from wsol.engine.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_top5_is_not_reported_with_fewer_than_six_classes(synthetic, tmp_path):
+    run = tmp_path / "run"
+    result = train(load_config(None, tiny_overrides(synthetic, run, "optim.epochs=1")),
+                   progress=False)
+    test = result["splits"]["test"]
+    assert test["top5_cls"] is None and test["top5_loc"] is None
+    assert "3 classes" in test["top5_note"]
+    assert test["top1_cls"] is not None and test["gt_known_loc"] is not None
+
+
+def test_every_subcommand_help_has_a_description():
+    for args in (["cream", "fit"], ["config", "show"], ["train"], ["evaluate"], ["localize"],
+                 ["models"], ["methods"]):
+        out = run_cli(*args, "--help").stdout
+        usage, _, rest = out.partition("\n\n")
+        assert rest.strip() and not rest.lstrip().startswith(("positional", "options")), args
+
+
+def test_model_num_classes_override_says_where_the_count_comes_from(synthetic, tmp_path):
+    proc = run_cli("train", *tiny_overrides(synthetic, tmp_path / "r", "model.num_classes=3"),
+                   check=False)
+    assert proc.returncode == 2 and "comes from the metadata" in proc.stderr
+    assert not Path(tmp_path / "r").exists()
