@@ -20,25 +20,40 @@ from wsol.errors import UserError, WsolError
 __all__ = ["UserError", "build_parser", "main"]
 
 
-def _command_modules() -> list:
+def _command_modules(only: str | None = None) -> list:
+    """The sub-command modules. With ``only`` (a sub-command name), just that command's module
+    is imported when its file follows the convention ``NAME.replace("-", "_")`` (so that, e.g.,
+    ``wsol evaluate-maps`` does not import torch through the other commands); otherwise, or
+    when no such module defines that NAME, every module."""
+    names = [info.name for info in sorted(pkgutil.iter_modules(wsol.commands.__path__),
+                                          key=lambda m: m.name) if not info.name.startswith("_")]
+    if only is not None and only.replace("-", "_") in names:
+        chosen = _load_commands([only.replace("-", "_")])
+        if [m.NAME for m in chosen] == [only]:
+            return chosen
+    return _load_commands(names)
+
+
+def _load_commands(names: list[str]) -> list:
     modules = []
-    for info in sorted(pkgutil.iter_modules(wsol.commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"wsol.commands.{info.name}")
+    for name in names:
+        module = importlib.import_module(f"wsol.commands.{name}")
         if all(hasattr(module, attr) for attr in ("NAME", "HELP", "add_arguments", "run")):
             modules.append(module)
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``wsol`` parser with every sub-command, or, given the command line ``argv``, with
+    only the sub-command it names (its first non-option word), which is all parsing needs."""
     parser = argparse.ArgumentParser(
         prog="wsol",
         description="Weakly supervised object localization: train, localize, evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"wsol {wsol.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _command_modules():
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for module in _command_modules(chosen):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -46,8 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere among the options (argparse only collects one
+    # contiguous run of positionals): gather the others too.
+    stray = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (len(stray) != len(extra) or not hasattr(args, "overrides")):
+        parser.parse_args(argv)  # the usual error message for what is not an override
+    if stray:
+        args.overrides = list(args.overrides or []) + stray
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -62,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"wsol {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

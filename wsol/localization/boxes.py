@@ -36,16 +36,26 @@ implementation in :mod:`wsol.localization.reference` on random, smooth, blobby a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
-import torch
 from wsol.errors import ScoreMapError
 
-#: Accepted map types: a NumPy array or a torch tensor (any device), float32 or float64.
-ScoreMap = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
 
+#: Accepted map types: a NumPy array or a torch tensor (any device), float32 or float64. This
+#: module does not import torch: a tensor can only exist once torch has been imported.
+ScoreMap = Union[np.ndarray, "torch.Tensor"]
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 
@@ -53,7 +63,9 @@ def check_scoremaps(maps: ScoreMap) -> None:
     """The reference's ``check_scoremap_validity`` for ``(H, W)`` or ``(B, H, W)`` maps: float32 or
     float64, no NaN, values in [0, 1]; raises :class:`ScoreMapError` naming the batch index."""
     # min / max propagate NaN, so two reductions find both problems.
-    if isinstance(maps, torch.Tensor):
+    if is_tensor(maps):
+        import torch
+
         if maps.dtype not in (torch.float32, torch.float64):
             raise ScoreMapError(f"score maps must be float32 or float64, got {maps.dtype}")
         with torch.no_grad():
@@ -87,7 +99,9 @@ def quantize_maps(maps: ScoreMap) -> np.ndarray:
     raise :class:`ScoreMapError` (see :func:`check_scoremaps`).
     """
     check_scoremaps(maps)
-    if isinstance(maps, torch.Tensor):
+    if is_tensor(maps):
+        import torch
+
         with torch.no_grad():
             return (maps.detach() * 255).to(torch.uint8).cpu().numpy()
     return (maps * 255).astype(np.uint8)

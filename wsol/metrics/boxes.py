@@ -28,22 +28,25 @@ monotone, so the skipped levels are exactly ones the reference counts as wrong.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from wsol.localization.boxes import (
     LevelContours,
     ScoreMap,
     as_thresholds,
     distinct_levels,
+    is_tensor,
     level_bounds,
     level_contours,
     quantize_maps,
 )
 from wsol.metrics.counts import CountAccumulator, MetricError, percent
 from wsol.metrics.histograms import bin_edges, score_bins
+
+if TYPE_CHECKING:
+    import torch
 
 V1, V2 = 0, 1  # contour-mode index of the count tensors: largest contour, all contours
 
@@ -143,8 +146,7 @@ class BoxAccumulator(CountAccumulator):
             for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
                 inside[n, y0:y1 + 1, x0:x1 + 1] = True
         fg, bg = score_bins(scoremaps, self.thresholds, inside)
-        self._counts["fg_hist"] += fg
-        self._counts["bg_hist"] += bg
+        self._absorb({"fg_hist": fg, "bg_hist": bg})
 
     def compute(self) -> dict[str, Any]:
         """Box metrics in %, keyed as described in the module docstring."""
@@ -237,7 +239,7 @@ def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
 def _as_flags(flags: Any, batch: int, name: str) -> np.ndarray | None:
     if flags is None:
         return None
-    if isinstance(flags, torch.Tensor):
+    if is_tensor(flags):
         flags = flags.detach().cpu().numpy()
     arr = np.asarray(flags).astype(bool).reshape(-1)
     if arr.shape != (batch,):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from wsol.localization.boxes import is_tensor
 from wsol.metrics.counts import CountAccumulator, MetricError, percent
+
+if TYPE_CHECKING:
+    import torch
 
 
 def topk_correct(logits_or_topk: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
@@ -17,6 +20,12 @@ def topk_correct(logits_or_topk: torch.Tensor | np.ndarray, labels: torch.Tensor
     ``logits_or_topk`` is either ``(B, C)`` float scores (ranked here; ties broken by
     ``torch.topk``) or ``(B, k')`` integer class ids already ranked, best first.
     """
+    if not is_tensor(logits_or_topk) and not is_tensor(labels):
+        ranked = np.asarray(logits_or_topk)
+        if np.issubdtype(ranked.dtype, np.integer):  # a ranking: no torch needed
+            return _ranking_correct(ranked, np.asarray(labels), k)
+    import torch
+
     scores = torch.as_tensor(logits_or_topk).detach()
     target = torch.as_tensor(labels).detach().to(scores.device).reshape(-1, 1).long()
     if scores.ndim != 2 or scores.shape[0] != target.shape[0]:
@@ -28,6 +37,17 @@ def topk_correct(logits_or_topk: torch.Tensor | np.ndarray, labels: torch.Tensor
         ranking = scores[:, :k].long()
     hits = ranking == target
     return hits[:, 0].cpu().numpy(), hits.any(dim=1).cpu().numpy()
+
+
+def _ranking_correct(ranking: np.ndarray, labels: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_correct` for an integer NumPy ranking ``(B, k')``."""
+    target = labels.reshape(-1, 1).astype(np.int64)
+    if ranking.ndim != 2 or ranking.shape[0] != target.shape[0]:
+        raise ValueError(f"expected (B, C) logits or (B, k) class ranking for {target.shape[0]}"
+                         f" labels, got shape {tuple(ranking.shape)}")
+    hits = ranking[:, :k].astype(np.int64) == target
+    return hits[:, 0], hits.any(axis=1)
 
 
 class ClassificationAccumulator(CountAccumulator):

@@ -26,11 +26,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from wsol.errors import MetricError
 
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11
+    import torch
     from typing_extensions import Self
+
+
+class Counts(np.ndarray):
+    """An int64 NumPy array of counts. ``.numpy()`` returns it as a plain array, for code
+    written when the counts were torch tensors. Counts need no torch: ``wsol evaluate-maps``
+    runs without importing it; :meth:`CountAccumulator.to_tensor` makes the tensor."""
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self)
 
 
 
@@ -62,7 +71,7 @@ class CountAccumulator:
     MAX_PENDING_PER_THREAD = 4
 
     def __init__(self, num_threads: int | None = 1) -> None:
-        self._counts: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, Counts] = {}
         self.num_threads = resolve_num_threads(num_threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future] = deque()
@@ -80,8 +89,8 @@ class CountAccumulator:
     def __setattr__(self, name: str, value: Any) -> None:
         counts = self.__dict__.get("_counts")
         if counts is not None and name in counts:
-            if value is not counts[name]:  # ``acc.x = t``: copy into the registered tensor
-                counts[name].copy_(torch.as_tensor(value, dtype=torch.int64))
+            if value is not counts[name]:  # ``acc.x = v``: copy into the registered array
+                np.copyto(counts[name], _as_counts(value))
             return
         object.__setattr__(self, name, value)
 
@@ -102,7 +111,7 @@ class CountAccumulator:
 
     def _absorb(self, partial: dict[str, np.ndarray]) -> None:
         for name, value in partial.items():
-            self._counts[name] += torch.as_tensor(value, dtype=torch.int64)
+            self._counts[name] += _as_counts(value)
 
     def sync(self) -> None:
         """Wait for the pending work and add its counts (re-raising a worker's exception)."""
@@ -126,23 +135,23 @@ class CountAccumulator:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def _add_counts(self, name: str, *shape: int) -> torch.Tensor:
-        tensor = torch.zeros(shape, dtype=torch.int64)
-        self._counts[name] = tensor
-        return tensor
+    def _add_counts(self, name: str, *shape: int) -> Counts:
+        counts = np.zeros(shape, dtype=np.int64).view(Counts)
+        self._counts[name] = counts
+        return counts
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def counts(self) -> dict[str, torch.Tensor]:
-        """The count tensors by name (live views: modify through :meth:`merge` only)."""
+    def counts(self) -> dict[str, Counts]:
+        """The count arrays by name (live views: modify through :meth:`merge` only)."""
         self.sync()
         return dict(self._counts)
 
     def reset(self) -> None:
         self.sync()
-        for tensor in self._counts.values():
-            tensor.zero_()
+        for counts in self._counts.values():
+            counts.fill(0)
 
     def _check_compatible(self, other: CountAccumulator) -> None:
         if type(other) is not type(self):
@@ -158,8 +167,8 @@ class CountAccumulator:
         self._check_compatible(other)
         self.sync()
         other.sync()
-        for name, tensor in self._counts.items():
-            tensor += other._counts[name]
+        for name, counts in self._counts.items():
+            counts += other._counts[name]
         return self
 
     def __add__(self, other: Self) -> Self:
@@ -167,24 +176,43 @@ class CountAccumulator:
 
     def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
         """All counts as one flat int64 tensor (fixed order), e.g. for ``all_reduce``."""
-        self.sync()
-        flat = torch.cat([t.reshape(-1) for t in self._counts.values()])
+        import torch
+
+        flat = torch.from_numpy(self.to_array())
         return flat if device is None else flat.to(device)
 
-    def load_tensor(self, flat: torch.Tensor) -> Self:
-        """Replace the counts with those in ``flat`` (the layout of :meth:`to_tensor`)."""
+    def to_array(self) -> np.ndarray:
+        """All counts as one flat int64 NumPy array (the layout of :meth:`to_tensor`)."""
         self.sync()
-        size = sum(t.numel() for t in self._counts.values())
-        if flat.ndim != 1 or flat.numel() != size:
+        return np.concatenate([c.reshape(-1) for c in self._counts.values()]).view(np.ndarray)
+
+    def load_tensor(self, flat: torch.Tensor | np.ndarray) -> Self:
+        """Replace the counts with those in ``flat`` (the layout of :meth:`to_tensor`; a tensor
+        on any device or an array)."""
+        self.sync()
+        size = sum(c.size for c in self._counts.values())
+        if flat.ndim != 1 or _numel(flat) != size:
             raise ValueError(f"{type(self).__name__}.load_tensor: expected a flat tensor of"
                              f" {size} counts, got shape {tuple(flat.shape)}")
-        flat = flat.detach().to("cpu", torch.int64)
+        values = _as_counts(flat)
         offset = 0
-        for tensor in self._counts.values():
-            n = tensor.numel()
-            tensor.copy_(flat[offset:offset + n].reshape(tensor.shape))
+        for counts in self._counts.values():
+            n = counts.size
+            counts[...] = values[offset:offset + n].reshape(counts.shape)
             offset += n
         return self
+
+
+def _numel(value: Any) -> int:
+    return int(np.prod(value.shape))
+
+
+def _as_counts(value: Any) -> np.ndarray:
+    """An int64 NumPy view or copy of counts given as an array, a tensor (any device) or a
+    number."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.int64)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -193,6 +221,6 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def percent(count: torch.Tensor | int, total: int) -> Any:
+def percent(count: np.ndarray | int, total: int) -> Any:
     """``count * 100. / total`` in float64, in the reference's order of operations."""
     return np.asarray(count, dtype=np.int64) * 100.0 / float(total)

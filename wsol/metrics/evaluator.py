@@ -24,22 +24,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from wsol.data.metadata import Metadata
 from wsol.localization.boxes import (
     ScoreMap,
     ScoreMapError,
     cam_thresholds,
+    is_tensor,
     resize_boxes,
 )
 from wsol.metrics.boxes import BoxAccumulator
 from wsol.metrics.classification import ClassificationAccumulator, topk_correct
 from wsol.metrics.counts import CountAccumulator, MetricError
 from wsol.metrics.masks import MaskAccumulator, load_gt_mask
+
+if TYPE_CHECKING:
+    import torch
 
 
 def gt_boxes_in_eval_geometry(metadata: Metadata, image_size: int = 224) -> dict[str, np.ndarray]:
@@ -149,7 +152,9 @@ class LocalizationEvaluator:
                 self.boxes.update(scoremaps, [self._gt_boxes[i] for i in image_ids], top1, top5)
             else:
                 masks = np.stack([self.gt_mask(i) for i in image_ids])
-                if isinstance(scoremaps, torch.Tensor):
+                if is_tensor(scoremaps):
+                    import torch
+
                     masks = torch.from_numpy(masks).to(scoremaps.device)
                 self.masks.update(scoremaps, masks)
         except ScoreMapError as exc:
@@ -174,15 +179,19 @@ class LocalizationEvaluator:
 
     def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
         """All counts as one flat int64 tensor (for ``all_reduce``)."""
-        return torch.cat([acc.to_tensor(device) for acc in self.accumulators])
+        import torch
 
-    def load_tensor(self, flat: torch.Tensor) -> LocalizationEvaluator:
-        sizes = [acc.to_tensor().numel() for acc in self.accumulators]
-        if flat.ndim != 1 or flat.numel() != sum(sizes):
+        flat = torch.from_numpy(np.concatenate([acc.to_array() for acc in self.accumulators]))
+        return flat if device is None else flat.to(device)
+
+    def load_tensor(self, flat: torch.Tensor | np.ndarray) -> LocalizationEvaluator:
+        sizes = [acc.to_array().size for acc in self.accumulators]
+        if flat.ndim != 1 or int(np.prod(flat.shape)) != sum(sizes):
             raise ValueError(f"LocalizationEvaluator.load_tensor: expected {sum(sizes)} counts,"
                              f" got shape {tuple(flat.shape)}")
-        for acc, part in zip(self.accumulators, torch.split(flat, sizes)):
-            acc.load_tensor(part)
+        offsets = np.cumsum([0, *sizes])
+        for acc, lo, hi in zip(self.accumulators, offsets[:-1], offsets[1:]):
+            acc.load_tensor(flat[int(lo):int(hi)])
         return self
 
     def merge(self, other: LocalizationEvaluator) -> LocalizationEvaluator:

@@ -9,10 +9,11 @@ only the ``(T + 2,)`` counts move to the CPU.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import Any
 
-from wsol.localization.boxes import ScoreMap
+import numpy as np
+
+from wsol.localization.boxes import ScoreMap, is_tensor
 
 
 def bin_edges(thresholds: np.ndarray) -> np.ndarray:
@@ -21,12 +22,15 @@ def bin_edges(thresholds: np.ndarray) -> np.ndarray:
 
 
 def score_bins(scoremaps: ScoreMap, thresholds: np.ndarray, foreground: ScoreMap,
-               background: ScoreMap | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               background: ScoreMap | None = None) -> tuple[Any, Any]:
     """Histograms ``(T + 2,)`` int64 of the scores where ``foreground`` is true and where
-    ``background`` is true (default: where ``foreground`` is false)."""
+    ``background`` is true (default: where ``foreground`` is false): CPU tensors for tensor
+    maps (binned on their device), NumPy arrays for arrays (torch is not needed)."""
     edges = bin_edges(thresholds)
     n_bins = len(edges) - 1
-    if isinstance(scoremaps, torch.Tensor):
+    if is_tensor(scoremaps):
+        import torch
+
         device = scoremaps.device
         fg = torch.as_tensor(foreground, device=device).bool()
         bg = ~fg if background is None else torch.as_tensor(background, device=device).bool()
@@ -36,9 +40,13 @@ def score_bins(scoremaps: ScoreMap, thresholds: np.ndarray, foreground: ScoreMap
             index = index.clamp_(0, n_bins - 1)
             return (torch.bincount(index[fg], minlength=n_bins).cpu(),
                     torch.bincount(index[bg], minlength=n_bins).cpu())
+    if is_tensor(foreground):
+        foreground = foreground.cpu().numpy()
+    if is_tensor(background):
+        background = background.cpu().numpy()
     fg = np.asarray(foreground, dtype=bool)
     bg = ~fg if background is None else np.asarray(background, dtype=bool)
     scores = np.asarray(scoremaps, dtype=np.float64)
     index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
-    return (torch.from_numpy(np.bincount(index[fg], minlength=n_bins).astype(np.int64)),
-            torch.from_numpy(np.bincount(index[bg], minlength=n_bins).astype(np.int64)))
+    return (np.bincount(index[fg], minlength=n_bins).astype(np.int64),
+            np.bincount(index[bg], minlength=n_bins).astype(np.int64))

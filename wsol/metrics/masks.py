@@ -20,9 +20,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
-from wsol.localization.boxes import ScoreMap, as_thresholds, check_scoremaps
+from wsol.localization.boxes import ScoreMap, as_thresholds, check_scoremaps, is_tensor
 from wsol.metrics.counts import CountAccumulator, MetricError
 from wsol.metrics.histograms import bin_edges, score_bins
 
@@ -59,19 +58,21 @@ class MaskAccumulator(CountAccumulator):
             raise ValueError(f"scoremaps (B, H, W) and gt_masks must have the same shape, got"
                              f" {tuple(scoremaps.shape)} and {tuple(gt_masks.shape)}")
         check_scoremaps(scoremaps)
-        masks = gt_masks if isinstance(gt_masks, torch.Tensor) else np.asarray(gt_masks)
-        if isinstance(scoremaps, torch.Tensor):
+        masks = gt_masks if is_tensor(gt_masks) else np.asarray(gt_masks)
+        if is_tensor(scoremaps):
+            import torch
+
             masks = torch.as_tensor(masks, device=scoremaps.device)
         valid = (masks == 0) | (masks == 1) | (masks == IGNORE)
         if not bool(valid.all()):
             raise ValueError("gt_masks must hold only 0 (background), 1 (foreground), 255 (ignore)")
         self._counts["num_images"] += scoremaps.shape[0]
-        if isinstance(scoremaps, torch.Tensor) and scoremaps.device.type != "cpu":
+        if is_tensor(scoremaps) and scoremaps.device.type != "cpu":
             self._absorb(_bin_masks(scoremaps, masks, self.thresholds))
             return
-        if isinstance(scoremaps, torch.Tensor):
+        if is_tensor(scoremaps):
             scoremaps = scoremaps.detach().numpy()
-        if isinstance(masks, torch.Tensor):
+        if is_tensor(masks):
             masks = masks.cpu().numpy()
         # Private copies: the caller may reuse its buffers once update returns.
         self._submit(_bin_masks, np.array(scoremaps), np.array(masks), self.thresholds)
@@ -85,8 +86,8 @@ class MaskAccumulator(CountAccumulator):
         self.sync()
         if int(self.num_images) == 0:
             raise MetricError("MaskAccumulator.compute: no images were accumulated")
-        fg = self.fg_hist.numpy().astype(np.float64)
-        bg = self.bg_hist.numpy().astype(np.float64)
+        fg = np.asarray(self.fg_hist, dtype=np.float64)
+        bg = np.asarray(self.bg_hist, dtype=np.float64)
         tp = fg[::-1].cumsum()
         fn = fg.sum() - tp
         fp = bg[::-1].cumsum()
@@ -113,7 +114,7 @@ class MaskAccumulator(CountAccumulator):
 
 
 def _bin_masks(scoremaps: ScoreMap, masks: ScoreMap,
-               thresholds: np.ndarray) -> dict[str, torch.Tensor]:
+               thresholds: np.ndarray) -> dict[str, Any]:
     """Partial counts of one batch: the fg / bg score histograms."""
     fg, bg = score_bins(scoremaps, thresholds, masks == 1, masks == 0)
     return {"fg_hist": fg, "bg_hist": bg}
