@@ -126,3 +126,68 @@ def test_bad_maps_are_named_and_nothing_is_written(boxes, tmp_path):
                  "--predictions", preds, "--output", out)
     assert proc.returncode == 2 and f"{preds}:2: unknown image id" in proc.stderr
     assert not out.exists()
+
+
+def _npy_header_only(path: Path, shape: tuple[int, ...], dtype: str = "<f8") -> None:
+    """A valid .npy header announcing ``shape`` followed by (almost) no data."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(
+            f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 64)
+
+
+def test_unsafe_or_wrong_npy_files_are_refused_before_loading(boxes, tmp_path):
+    import pickle
+
+    root, maps, _, _ = boxes
+    bad = tmp_path / "maps"
+    ids = _write_maps(root / "scoremaps.npz", bad)
+    good = np.load(bad / f"{ids[0]}.npy")
+    with open(bad / f"{ids[1]}.npy", "wb") as f:
+        np.savez(f, good)  # an .npz archive under an .npy name
+    (bad / f"{ids[2]}.npy").write_bytes(pickle.dumps(good))  # a pickle, not an .npy
+    np.save(bad / f"{ids[3]}.npy", np.array([good], dtype=object).reshape(-1)[:1],
+            allow_pickle=True)  # an object array (pickled payload)
+    _npy_header_only(bad / f"{ids[4]}.npy", (100_000, 100_000))  # 80 GB announced, 64 B there
+    np.save(bad / f"{ids[5]}.npy", (good * 255).astype(np.uint8))
+    np.save(bad / f"{ids[6]}.npy", np.asfortranarray(good))  # valid: Fortran order is fine
+    out = tmp_path / "results.json"
+    proc = _wsol("--scoremap-root", bad, "--metadata-root", root / "metadata", "--output", out)
+    assert proc.returncode == 2, proc.stderr
+    assert "5 of 120 score maps" in proc.stderr
+    for image_id, what in ((ids[1], ".npz archive"), (ids[2], "a pickle"),
+                           (ids[3], "Python objects"), (ids[4], "shape (100000, 100000)"),
+                           (ids[5], "dtype uint8")):
+        line = next(x for x in proc.stderr.splitlines() if f"{image_id}: " in x)
+        assert what in line and f"{image_id}.npy" in line, line
+    assert ids[6] not in proc.stderr
+    assert not out.exists()
+
+
+def test_thread_counts_give_identical_results(boxes, tmp_path):
+    root, maps, _, _ = boxes
+    outs = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"t{threads}.json"
+        proc = _wsol("--scoremap-root", maps, "--metadata-root", root / "metadata",
+                     "--threads", threads, "--io-threads", threads, "--output", out)
+        assert proc.returncode == 0, proc.stderr
+        res = json.loads(out.read_text())
+        res.pop("arguments")
+        outs.append(res)
+    assert outs[0] == outs[1]
+    proc = _wsol("--scoremap-root", maps, "--metadata-root", root / "metadata", "--threads", "0",
+                 "--output", tmp_path / "x.json")
+    assert proc.returncode == 2 and "--threads must be >= 1" in proc.stderr
+
+
+def test_help_imports_only_its_own_command():
+    code = ("import sys\nfrom wsol.cli import main\ntry:\n    main(['evaluate-maps', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(' '.join(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=True)
+    imported = set(proc.stdout.splitlines()[-1].split())
+    assert "wsol.commands.evaluate_maps" in imported
+    assert not {"torch", "cv2", "numpy", "wsol.commands.train", "wsol.commands.report"} & imported
