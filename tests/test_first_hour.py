@@ -36,3 +36,22 @@ def test_model_num_classes_override_says_where_the_count_comes_from(synthetic, t
                    check=False)
     assert proc.returncode == 2 and "comes from the metadata" in proc.stderr
     assert not Path(tmp_path / "r").exists()
+
+
+def test_overrides_may_be_split_around_options(synthetic, tmp_path):
+    from wsol.cli import build_parser, main
+
+    argv = ["config", "show", "optim.lr=0.5", "method.name=cream"]
+    assert main(argv) == 0
+    parser_args = ["train", "--run-dir", "x", "optim.lr=0.5", "--no-progress", "seed=3"]
+    import argparse
+
+    parser = build_parser(parser_args)
+    args, extra = parser.parse_known_args(parser_args)
+    assert extra == ["seed=3"]
+    proc = run_cli("train", "--run-dir", str(tmp_path / "r"), "optim.epochs=0", "--no-progress",
+                   "seed=3", check=False)
+    assert proc.returncode == 2 and "optim.epochs" in proc.stderr  # both overrides were read
+    proc = run_cli("train", "--run-dir", str(tmp_path / "r"), "--no-progress", "stray",
+                   check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: stray" in proc.stderr

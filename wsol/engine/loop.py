@@ -344,7 +344,9 @@ def check_best_consistent(ckpt_dir: Path, last: dict) -> None:
 # fit
 # --------------------------------------------------------------------------------------------
 
-def _check_loop_config(config: dict) -> None:
+def check_loop_config(config: dict) -> None:
+    """The loop's own config values (epochs, eval_every, lr, check_every, amp), checked before
+    any work."""
     optim, train = config["optim"], config["train"]
     if int(optim["epochs"]) < 1:
         raise ConfigError(f"optim.epochs must be >= 1, got {optim['epochs']}")
@@ -371,7 +373,7 @@ def fit(task: Task, config: dict, *, run: RunDir, device: torch.device, resume: 
     """
     from tqdm import tqdm
 
-    _check_loop_config(config)
+    check_loop_config(config)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     main = rank == 0
     run_dir, ckpt_dir = run.path, run.path / "checkpoints"

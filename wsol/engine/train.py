@@ -27,7 +27,7 @@ from wsol.engine.build import build_from_config
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.data import build_split, read_class_names, split_dir_name
 from wsol.engine.evaluate import evaluate, make_eval_loader
-from wsol.engine.loop import StepOutput, Task, finished_results, fit
+from wsol.engine.loop import StepOutput, Task, check_loop_config, finished_results, fit
 from wsol.engine.rundir import RunDir
 from wsol.errors import ConfigError
 from wsol.metrics.results import metric_names
@@ -90,6 +90,7 @@ def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
     key, file or line."""
     from wsol.utils.device import resolve_device
 
+    check_loop_config(config)
     if not config.get("run_dir"):
         raise ConfigError("run_dir is not set (use --run-dir or run_dir=...)")
     resolve_device(config["device"], "device")
