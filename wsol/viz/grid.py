@@ -111,7 +111,7 @@ def _add_legend(fig: Figure, axes, colormap: str, captions: bool) -> None:
     handles = [Patch(facecolor="none", edgecolor=rgb(GT_COLOR), linewidth=2,
                      label="ground-truth box"),
                Patch(facecolor="none", edgecolor=rgb(PRED_COLOR), linewidth=2,
-                     label="predicted box (GT-class map, best IoU-50 threshold)")]
+                     label="predicted box")]
     if captions:
         handles += [Patch(color=OK_COLOR, label="caption: top-1 class correct"),
                     Patch(color=WRONG_COLOR, label="caption: top-1 class wrong")]
