@@ -78,10 +78,13 @@ from wsol.utils.maps import minmax_per_image
 MapType = Literal["gradient", "weight"]
 Variant = Literal["cub", "ilsvrc", "openimages"]
 MaskNormalization = Literal["auto", "none", "minmax"]
+Polarity = Literal["none", "cam", "attention"]
 
 _MAP_TYPES = ("gradient", "weight")
 _VARIANTS = ("cub", "ilsvrc", "openimages")
 _MASK_NORMALIZATIONS = ("auto", "none", "minmax")
+_POLARITIES = ("none", "cam", "attention")
+_BACKGROUND_INITS = ("fan_out", "fan_in")
 
 
 class StaggerWeights(NamedTuple):
@@ -185,6 +188,30 @@ def gradient_weighted_map(grads: Tensor, features: Tensor, variant: str) -> Tens
     raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
 
 
+def evidence_region(evidence: Tensor, tau: float) -> Tensor:
+    """``R = 1[N(E) > tau]`` (bool, same shape), ``N`` the per-image min-max normalization."""
+    return minmax_per_image(evidence) > tau
+
+
+def inverted_maps(maps: Tensor, region: Tensor) -> Tensor:
+    """Bool ``(B,)``: the map is *inverted* with respect to the object-evidence region ``R``.
+
+    With ``N`` the per-image min-max normalization, image ``b`` is inverted when
+    ``mean_{i in R_b} N(M_b)_i < mean_{i notin R_b} N(M_b)_i``. An empty or full region gives
+    no contrast and counts as not inverted (the map is kept), as do ties.
+    """
+    if maps.shape != region.shape or maps.ndim != 3:
+        raise ValueError(f"maps and region must both be (B, h, w); got {tuple(maps.shape)} and "
+                         f"{tuple(region.shape)}")
+    m = minmax_per_image(maps).flatten(1)
+    r = region.flatten(1).to(m.dtype)
+    n_in = r.sum(dim=1)
+    n_out = r.shape[1] - n_in
+    inside = (m * r).sum(dim=1) / n_in.clamp_min(1)
+    outside = (m * (1 - r)).sum(dim=1) / n_out.clamp_min(1)
+    return (n_in > 0) & (n_out > 0) & (inside < outside)
+
+
 def masks_from_maps(fore: Tensor, back: Tensor, size: tuple[int, int],
                     normalization: Literal["none", "minmax"] = "none") -> Tensor:
     """``1[fore > back]`` at ``size`` (bool ``(B, H, W)``); ties go to background.
@@ -221,6 +248,10 @@ class BCAM(WSOLMethod):
         map_type: "gradient" (official) or "weight" (per-pixel classifier logits).
         variant: gradient-map combination, "cub", "ilsvrc" or "openimages".
         mask_normalization: "auto" (gradient maps raw, weight maps min-max), "none", "minmax".
+        polarity: polarity check of the maps against object evidence (module docstring,
+            "Polarity"): "cam" (default; the object classifier's CAM region), "attention"
+            (the object aggregator's attention region) or "none" (official: maps as computed).
+        polarity_tau: threshold of the evidence region ``1[N(E) > tau]``, 0.2 (CAM's / CREAM's).
 
     Example::
 
@@ -239,7 +270,9 @@ class BCAM(WSOLMethod):
                  rate_ff: float | None = None, rate_fb: float | None = None,
                  rate_bf: float | None = None, rate_bb: float | None = None,
                  backbone_name: str | None = None, map_type: MapType = "gradient",
-                 variant: Variant = "cub", mask_normalization: MaskNormalization = "auto") -> None:
+                 variant: Variant = "cub", mask_normalization: MaskNormalization = "auto",
+                 polarity: Polarity = "cam", polarity_tau: float = 0.2,
+                 background_init: Literal["fan_out", "fan_in"] = "fan_out") -> None:
         super().__init__(backbone)
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
@@ -250,6 +283,13 @@ class BCAM(WSOLMethod):
         if mask_normalization not in _MASK_NORMALIZATIONS:
             raise ValueError(f"mask_normalization must be one of {_MASK_NORMALIZATIONS}, "
                              f"got {mask_normalization!r}")
+        if polarity not in _POLARITIES:
+            raise ValueError(f"polarity must be one of {_POLARITIES}, got {polarity!r}")
+        if (isinstance(polarity_tau, bool) or not isinstance(polarity_tau, (int, float))
+                or not 0.0 <= float(polarity_tau) < 1.0):
+            raise ValueError(f"polarity_tau must be a number in [0, 1), got {polarity_tau!r}")
+        self.polarity: str = polarity
+        self.polarity_tau = float(polarity_tau)
         self.loss_weights = self._resolve_weights(
             backbone, backbone_name, {"ff": rate_ff, "fb": rate_fb, "bf": rate_bf, "bb": rate_bb})
         self.num_heads = num_heads
@@ -263,7 +303,11 @@ class BCAM(WSOLMethod):
         nn.init.zeros_(self.object_aggregator.weight)
         nn.init.zeros_(self.background_aggregator.weight)
         self.background_classifier = nn.Linear(dim, num_classes)
-        nn.init.kaiming_normal_(self.background_classifier.weight, mode="fan_out",
+        if background_init not in _BACKGROUND_INITS:
+            raise ValueError(f"background_init must be one of {_BACKGROUND_INITS}, got "
+                             f"{background_init!r}")
+        self.background_init: str = background_init
+        nn.init.kaiming_normal_(self.background_classifier.weight, mode=background_init,
                                 nonlinearity="relu")
         nn.init.zeros_(self.background_classifier.bias)
 
@@ -360,22 +404,61 @@ class BCAM(WSOLMethod):
         back = gradient_weighted_map(g_bg, fd, self.variant) if g_bg is not None else None
         return fore, back
 
+    def object_evidence(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor | None:
+        """The evidence map ``E`` ``(B, h, w)`` of ``self.polarity`` ("cam": ``W_o^c F + b_o^c``;
+        "attention": the head-averaged object attention), ``None`` for "none"."""
+        if self.polarity == "none":
+            return None
+        if self.polarity == "attention":
+            if "object_attention" not in outputs:
+                raise ValueError("outputs has no 'object_attention' entry: pass the dict "
+                                 "BCAM.forward returns")
+            return outputs["object_attention"].detach()
+        return self._weight_maps(outputs["features"], classes)[0]
+
+    def polarity_flips(self, outputs: dict[str, Tensor], classes: Tensor,
+                       fore: Tensor | None = None) -> Tensor:
+        """Bool ``(B,)``: images whose raw foreground map is inverted with respect to the object
+        evidence (:func:`inverted_maps` on :func:`evidence_region`); all False for "none"."""
+        classes = self._check_classes(outputs, classes)
+        if fore is None:
+            fore = self._raw_maps(outputs, classes, background=False)[0]
+        evidence = self.object_evidence(outputs, classes)
+        if evidence is None:
+            return torch.zeros(fore.shape[0], dtype=torch.bool, device=fore.device)
+        return inverted_maps(fore, evidence_region(evidence.to(fore.dtype), self.polarity_tau))
+
+    def _raw_maps(self, outputs: dict[str, Tensor], classes: Tensor,
+                  background: bool) -> tuple[Tensor, Tensor | None]:
+        if self.map_type == "weight":
+            fore, back = self._weight_maps(outputs["features"], classes)
+            return fore, (back if background else None)
+        return self._gradient_maps(outputs["features"], classes, background=background)
+
+    def _oriented(self, outputs: dict[str, Tensor], classes: Tensor,
+                  background: bool) -> tuple[Tensor, Tensor | None]:
+        """Raw maps with the polarity check applied: where the foreground map is inverted, both
+        maps change sign (so ``1[fore > back]`` becomes ``1[back > fore]``)."""
+        fore, back = self._raw_maps(outputs, classes, background)
+        if self.polarity == "none":
+            return fore, back
+        sign = 1.0 - 2.0 * self.polarity_flips(outputs, classes, fore).to(fore.dtype)
+        sign = sign.view(-1, 1, 1)
+        return fore * sign, (back * sign if back is not None else None)
+
     def foreground_background_maps(self, outputs: dict[str, Tensor],
                                    classes: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw foreground and background maps ``(B, h, w)`` for ``classes[b]``."""
+        """Raw foreground and background maps ``(B, h, w)`` for ``classes[b]`` (after the
+        polarity check)."""
         classes = self._check_classes(outputs, classes)
-        if self.map_type == "weight":
-            return self._weight_maps(outputs["features"], classes)
-        fore, back = self._gradient_maps(outputs["features"], classes, background=True)
+        fore, back = self._oriented(outputs, classes, background=True)
         assert back is not None
         return fore, back
 
     def localization_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
-        """Foreground map ``(B, h, w)``, raw (eval type ``prob``)."""
+        """Foreground map ``(B, h, w)``, raw (eval type ``prob``), after the polarity check."""
         classes = self._check_classes(outputs, classes)
-        if self.map_type == "weight":
-            return self._weight_maps(outputs["features"], classes)[0]
-        return self._gradient_maps(outputs["features"], classes, background=False)[0]
+        return self._oriented(outputs, classes, background=False)[0]
 
     def background_maps(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor:
         """Background map ``(B, h, w)``, raw."""
@@ -393,4 +476,4 @@ class BCAM(WSOLMethod):
     def extra_repr(self) -> str:
         w = self.loss_weights
         return (f"method={self.name}, num_heads={self.num_heads}, map_type={self.map_type}, "
-                f"variant={self.variant}, rates=(ff={w.ff}, fb={w.fb}, bf={w.bf}, bb={w.bb})")
+                f"variant={self.variant}, polarity={self.polarity}, rates=(ff={w.ff}, fb={w.fb}, bf={w.bf}, bb={w.bb})")
