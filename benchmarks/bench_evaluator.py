@@ -1,143 +1,332 @@
-"""Time the box evaluator: the reference-style path against the fast path, same numbers required.
+"""Time wsol's box evaluator against the real reference, clovaai/wsolevaluation, run unmodified.
 
-On the 120 parity maps of ``../shared/fixtures/metric-parity/boxes`` (224x224, cast to float64 as
-the reference did) at cam_curve_interval 0.001 (1000 thresholds), all contours (MaxBoxAccV2):
+On the 120 parity maps of ``../shared/fixtures/metric-parity/boxes`` (224x224, float64 as the
+reference requires) at cam_curve_interval 0.001 (1000 thresholds), all contours (MaxBoxAccV2):
 
-- slow: :func:`wsol.localization.reference.reference_num_correct`, one ``cv2.threshold`` +
-  ``cv2.findContours`` per threshold and per-contour ``boundingRect`` as wsolevaluation does;
-- fast: :class:`wsol.metrics.BoxAccumulator` (one ``findContours`` per distinct binarization, on
-  its crop; vectorized boxes and IoU; it counts v1 and v2 in the same pass).
+- in-process, one thread: per image, alternating, wsolevaluation's
+  ``BoxEvaluator.accumulate(scoremap, image_id)`` and wsol's
+  ``BoxAccumulator(num_threads=1).update`` (which counts v1 and v2 in the same pass); both in
+  this process, CPU time and wall time per image, several rounds (the median round is reported);
+- thread scaling: ``BoxAccumulator(num_threads=N)`` over the 120 maps in batches of 32, wall
+  time, N alternating;
+- whole process: ``python -m wsol evaluate-maps`` on the maps saved as ``.npy`` vs the
+  reference's own entry ``evaluation.evaluate_wsol`` (its DataLoader, 4 workers) in a fresh
+  interpreter, alternating.
 
-Both must give identical ``num_correct`` per IoU and threshold, equal to reference.json. Reports
-wall-clock and CPU (process) ms/image; the machine may be shared, so CPU time is the steadier
-number. Writes ``benchmarks/results/evaluator.json``.
+Counts must be identical: the reference's ``num_correct`` equals ours and reference.json, for v2
+and v1. The reference needs NumPy's removed aliases (``np.float``, ``np.int``, ...): they are
+restored by setting them on the numpy module before its import; its modules import torchvision
+and munch, which the evaluation never uses: absent ones are replaced by empty stand-ins (the
+JSON records which). Nothing of the reference is copied into this repository.
 
-    python benchmarks/bench_evaluator.py [--interval 0.001] [--repeats 3]
+    git clone https://github.com/clovaai/wsolevaluation /tmp/wsolevaluation
+    flock /tmp/wsol-heavy.lock python benchmarks/bench_evaluator.py --reference /tmp/wsolevaluation
+
+(``--reference`` defaults to ``$WSOL_REFERENCE_EVALUATION``; without it the script says so and
+exits.) Writes ``benchmarks/results/evaluator.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import platform
+import statistics
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
+import types
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from wsol.data.metadata import read_metadata
-from wsol.localization.reference import reference_num_correct
-from wsol.metrics import BoxAccumulator
-from wsol.metrics.boxes import V2
-from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
+from _common import write_result  # noqa: E402
 
-IOUS = (30, 50, 70)
+from wsol.data.metadata import read_metadata  # noqa: E402
+from wsol.metrics import BoxAccumulator  # noqa: E402
+from wsol.metrics.boxes import V1, V2  # noqa: E402
+from wsol.metrics.evaluator import gt_boxes_in_eval_geometry  # noqa: E402
+
+IOUS = [30, 50, 70]
+
+# Run before the reference is imported, in this process and in the whole-process runner.
+REFERENCE_SHIMS = '''
+import sys, types
+import numpy as np
+for _name, _value in (("float", float), ("int", int), ("bool", bool), ("object", object),
+                      ("str", str), ("complex", complex)):
+    if _name not in np.__dict__:  # removed in NumPy 1.24; the reference uses them
+        setattr(np, _name, _value)
+STUBBED = []
+try:
+    import torchvision  # noqa: F401  (data_loaders imports transforms; evaluation never uses it)
+except ImportError:
+    _tv = types.ModuleType("torchvision")
+    _tv.transforms = types.ModuleType("torchvision.transforms")
+    sys.modules["torchvision"] = _tv
+    sys.modules["torchvision.transforms"] = _tv.transforms
+    STUBBED.append("torchvision")
+try:
+    import munch  # noqa: F401  (configure_metadata returns a munch.Munch of paths)
+except ImportError:
+    class _Munch(dict):
+        __getattr__ = dict.__getitem__
+
+        def __setattr__(self, key, value):
+            self[key] = value
+    sys.modules["munch"] = types.SimpleNamespace(Munch=_Munch)
+    STUBBED.append("munch (a dict with attribute access)")
+'''
 
 
-def _timed(fn):
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+def load_reference(path: Path) -> tuple[types.ModuleType, list[str]]:
+    """Import wsolevaluation's ``evaluation`` module from ``path``, unmodified."""
+    namespace: dict = {}
+    exec(REFERENCE_SHIMS, namespace)
+    sys.path.insert(0, str(path))
+    return importlib.import_module("evaluation"), namespace["STUBBED"]
 
 
-def _git_commit() -> str | None:
+def _commit_of(path: Path) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                              text=True, check=True).stdout.strip() or None
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
+def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds):
+    """Alternating per image: reference accumulate, then ours. Returns timings and counts."""
+    rows = []
+    for _ in range(rounds):
+        evaluator = ref.BoxEvaluator(metadata=meta_ref, dataset_name="CUB", split="test",
+                                     cam_threshold_list=list(thresholds),
+                                     iou_threshold_list=IOUS, mask_root="",
+                                     multi_contour_eval=True)
+        ours = BoxAccumulator(thresholds, IOUS, multi_contour=True, num_threads=1)
+        t = {"ref_cpu": 0.0, "ref_wall": 0.0, "ours_cpu": 0.0, "ours_wall": 0.0}
+        for image_id in ids:
+            cpu, wall = time.process_time(), time.perf_counter()
+            evaluator.accumulate(maps[image_id], image_id)
+            t["ref_cpu"] += time.process_time() - cpu
+            t["ref_wall"] += time.perf_counter() - wall
+            cpu, wall = time.process_time(), time.perf_counter()
+            ours.update(maps[image_id][None], [gts[image_id]])
+            t["ours_cpu"] += time.process_time() - cpu
+            t["ours_wall"] += time.perf_counter() - wall
+        rows.append({k: 1000 * v / len(ids) for k, v in t.items()})
+    counts_ref = {d: evaluator.num_correct[d].astype(np.int64).tolist() for d in IOUS}
+    counts_ours = {d: ours.num_correct[V2, i].tolist() for i, d in enumerate(IOUS)}
+    return rows, counts_ref, counts_ours, ours
+
+
+def v1_counts(ref, meta_ref, ids, maps, thresholds):
+    evaluator = ref.BoxEvaluator(metadata=meta_ref, dataset_name="CUB", split="test",
+                                 cam_threshold_list=list(thresholds), iou_threshold_list=IOUS,
+                                 mask_root="", multi_contour_eval=False)
+    for image_id in ids:
+        evaluator.accumulate(maps[image_id], image_id)
+    return {d: evaluator.num_correct[d].astype(np.int64).tolist() for d in IOUS}
+
+
+def thread_scaling(ids, maps, gts, thresholds, threads, rounds):
+    stack = np.stack([maps[i] for i in ids])
+    boxes = [gts[i] for i in ids]
+    walls: dict[int, list[float]] = {n: [] for n in threads}
+    results = {}
+    for _ in range(rounds):
+        for n in threads:
+            wall = time.perf_counter()
+            acc = BoxAccumulator(thresholds, IOUS, num_threads=n)
+            for lo in range(0, len(ids), 32):
+                acc.update(stack[lo:lo + 32], boxes[lo:lo + 32])
+            flat = acc.to_array()  # waits for the pool
+            walls[n].append(1000 * (time.perf_counter() - wall) / len(ids))
+            acc.close()
+            results[n] = flat
+    identical = all(np.array_equal(results[n], results[threads[0]]) for n in threads)
+    return {str(n): statistics.median(w) for n, w in walls.items()}, walls, identical
+
+
+def whole_process(reference, maps_dir, split_dir, ref_metadata_root, workdir, interval, rounds):
+    ours_cmd = [sys.executable, "-m", "wsol", "evaluate-maps", "--scoremap-root", str(maps_dir),
+                "--metadata-root", str(split_dir), "--cam-curve-interval", str(interval),
+                "--output", str(workdir / "ours.json"), "--force"]
+    runner = workdir / "run_reference.py"
+    runner.write_text(REFERENCE_SHIMS + textwrap.dedent(f'''
+        sys.path.insert(0, {str(reference)!r})
+        import evaluation
+        evaluation.evaluate_wsol(scoremap_root={str(maps_dir) + "/"!r},
+                                 metadata_root={str(ref_metadata_root)!r}, mask_root="",
+                                 dataset_name="CUB", split="test", multi_contour_eval=True,
+                                 multi_iou_eval=True, iou_threshold_list=[30, 50, 70],
+                                 cam_curve_interval={interval!r})
+    '''))
+    ref_cmd = [sys.executable, str(runner)]
+    # A projection, labelled as such: the same command with the package __init__ of wsol.data
+    # and wsol.localization not run (they import torch through datasets / geometry; the
+    # evaluate-maps path needs neither), i.e. what it costs once those two are lazy.
+    light = workdir / "run_ours_without_torch.py"
+    light.write_text(textwrap.dedent(f'''
+        import sys, types
+        for name in ("data", "localization"):
+            package = types.ModuleType("wsol." + name)
+            package.__path__ = [{str(REPO / "wsol")!r} + "/" + name]
+            sys.modules["wsol." + name] = package
+        from wsol.cli import main
+        code = main({ours_cmd[3:]!r})
+        assert "torch" not in sys.modules, "torch was imported"
+        raise SystemExit(code)
+    '''))
+    light_cmd = [sys.executable, str(light)]
+    walls: dict[str, list[float]] = {"ours": [], "reference": [],
+                                     "ours_projected_without_torch_import": []}
+    outputs = {}
+    for _ in range(rounds):
+        for name, cmd in (("ours", ours_cmd), ("reference", ref_cmd),
+                          ("ours_projected_without_torch_import", light_cmd)):
+            wall = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+            walls[name].append(time.perf_counter() - wall)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            outputs[name] = proc.stdout
+    ref_value = float(outputs["reference"].strip().splitlines()[-1].split(":")[-1])
+    ours_value = json.loads((workdir / "ours.json").read_text())["MaxBoxAccV2"]
+    return {
+        "commands": {"ours": " ".join(ours_cmd[1:]),
+                     "reference": "evaluation.evaluate_wsol(...) via " + runner.name},
+        "seconds_median": {k: statistics.median(v) for k, v in walls.items()},
+        "seconds_all": walls,
+        "speedup": statistics.median(walls["reference"]) / statistics.median(walls["ours"]),
+        "speedup_projected_without_torch_import": (
+            statistics.median(walls["reference"])
+            / statistics.median(walls["ours_projected_without_torch_import"])),
+        "note": ("ours imports torch today only through the package __init__ of wsol.data "
+                 "(datasets) and wsol.localization (geometry); the projection skips those two "
+                 "__init__ files, nothing else"),
+        "MaxBoxAccV2": {"ours": ours_value, "reference": ref_value},
+        "same_MaxBoxAccV2": abs(ours_value - ref_value) < 1e-9,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixtures",
-                        default=str(REPO.parent / "shared" / "fixtures" / "metric-parity"
-                                    / "boxes"))
+    parser.add_argument("--reference", default=os.environ.get("WSOL_REFERENCE_EVALUATION"),
+                        help="a clovaai/wsolevaluation checkout (default"
+                             " $WSOL_REFERENCE_EVALUATION)")
+    parser.add_argument("--fixtures", default=str(REPO.parent / "shared" / "fixtures"
+                                                  / "metric-parity" / "boxes"))
     parser.add_argument("--interval", type=float, default=0.001)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="fast-path repeats (the best is kept)")
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "evaluator.json"))
+    parser.add_argument("--rounds", type=int, default=3, help="in-process rounds (median)")
+    parser.add_argument("--process-rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
 
+    if not args.reference or not (Path(args.reference) / "evaluation.py").is_file():
+        print("bench_evaluator: skipped: the reference evaluator is needed; clone"
+              " https://github.com/clovaai/wsolevaluation and pass --reference DIR (or set"
+              f" WSOL_REFERENCE_EVALUATION); got {args.reference!r}")
+        return 0
+    reference = Path(args.reference).resolve()
     root = Path(args.fixtures)
-    meta = read_metadata(root / "metadata" / "test")
+    if not (root / "scoremaps.npz").is_file():
+        print(f"bench_evaluator: skipped: no parity fixtures at {root}")
+        return 0
+    ref, stubbed = load_reference(reference)
+    split_dir = root / "metadata" / "test"
+    meta = read_metadata(split_dir)
+    ids = list(meta.image_ids)
     with np.load(root / "scoremaps.npz") as npz:
-        maps = np.stack([npz[i] for i in meta.image_ids]).astype(np.float64)
-    gt_all = gt_boxes_in_eval_geometry(meta)
-    gts = [gt_all[i] for i in meta.image_ids]
+        maps = {i: npz[i].astype(np.float64) for i in ids}  # the reference requires np.float
+    gts = gt_boxes_in_eval_geometry(meta)
+    meta_ref = ref.configure_metadata(str(split_dir))
     thresholds = np.arange(0, 1, args.interval)
-    n = len(maps)
-    cv2.setNumThreads(1)  # findContours is single-threaded anyway; keep the comparison fair
+    cv2.setNumThreads(1)  # findContours is single-threaded; keep the comparison one-threaded
     load_before = os.getloadavg()
 
-    slow, slow_wall, slow_cpu = _timed(
-        lambda: reference_num_correct(list(maps), gts, thresholds, IOUS, True))
-
-    def fast_pass():
-        acc = BoxAccumulator(thresholds, IOUS, multi_contour=True)
-        for start in range(0, n, 32):
-            acc.update(maps[start:start + 32], gts[start:start + 32])
-        return acc
-
-    runs = [_timed(fast_pass) for _ in range(max(1, args.repeats))]
-    acc = runs[0][0]
-    fast_wall = min(r[1] for r in runs)
-    fast_cpu = min(r[2] for r in runs)
-
-    identical = all(np.array_equal(acc.num_correct[V2, i].numpy(), slow[d])
-                    for i, d in enumerate(IOUS))
-    reference = json.loads((root / "reference.json").read_text())
-    ref = [r for r in reference["results"]
-           if r["cam_curve_interval"] == args.interval and r["multi_contour_eval"]]
-    matches_reference = bool(ref) and all(
-        acc.num_correct[V2, i].tolist() == ref[0]["num_correct"][str(d)]
-        for i, d in enumerate(IOUS))
-    result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": _git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "opencv": cv2.__version__,
-            "torch": torch.__version__,
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
-        "setting": {"images": n, "map_size": list(maps.shape[1:]),
-                    "cam_curve_interval": args.interval, "thresholds": len(thresholds),
-                    "iou_thresholds": list(IOUS), "multi_contour": True},
-        "slow_reference_path": {"ms_per_image_wall": 1000 * slow_wall / n,
-                                "ms_per_image_cpu": 1000 * slow_cpu / n},
-        "fast_path": {"ms_per_image_wall": 1000 * fast_wall / n,
-                      "ms_per_image_cpu": 1000 * fast_cpu / n, "repeats": len(runs),
-                      "note": "best of the repeats; v1 and v2 counted in the same pass"},
-        "speedup_wall": slow_wall / fast_wall,
-        "speedup_cpu": slow_cpu / fast_cpu,
-        "identical_num_correct": identical,
-        "fast_equals_reference_json": matches_reference,
-        "MaxBoxAccV2": acc.compute()["MaxBoxAccV2"],
+    rows, counts_ref, counts_ours, ours = in_process(ref, meta_ref, ids, maps, gts, thresholds,
+                                                     args.rounds)
+    v1_ref = v1_counts(ref, meta_ref, ids, maps, thresholds)
+    v1_ours = {d: ours.num_correct[V1, i].tolist() for i, d in enumerate(IOUS)}
+    expected = json.loads((root / "reference.json").read_text())["results"]
+    stored = {bool(r["multi_contour_eval"]): r["num_correct"] for r in expected
+              if r["cam_curve_interval"] == args.interval}
+    parity = {
+        "v2_ours_equals_reference_run": counts_ours == counts_ref,
+        "v1_ours_equals_reference_run": v1_ours == v1_ref,
+        "v2_equals_reference_json": (True in stored and all(
+            counts_ours[d] == stored[True][str(d)] for d in IOUS)),
+        "v1_equals_reference_json": (False in stored and all(
+            v1_ours[d] == stored[False][str(d)] for d in IOUS)),
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for label, key in (("slow (reference-style)", "slow_reference_path"), ("fast", "fast_path")):
-        print(f"{label:<22}: {result[key]['ms_per_image_wall']:8.2f} ms/image wall,"
-              f" {result[key]['ms_per_image_cpu']:8.2f} CPU")
-    print(f"speedup {result['speedup_wall']:.1f}x wall, {result['speedup_cpu']:.1f}x CPU;"
-          f" identical counts: {identical}; equal to reference.json: {matches_reference}")
-    print(f"wrote {out}")
-    return 0 if identical and matches_reference else 1
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    scaling, scaling_all, scaling_identical = thread_scaling(ids, maps, gts, thresholds,
+                                                            args.threads, args.rounds)
+    cv2.setNumThreads(-1)
+    with tempfile.TemporaryDirectory(prefix="wsol-bench-evaluator-") as tmp:
+        work = Path(tmp)
+        maps_dir = work / "maps"
+        for image_id in ids:
+            path = maps_dir / f"{image_id}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, maps[image_id])
+        (work / "meta" / "CUB").mkdir(parents=True)
+        (work / "meta" / "CUB" / "test").symlink_to(split_dir.resolve())
+        process = whole_process(reference, maps_dir, split_dir, work / "meta", work,
+                                args.interval, args.process_rounds)
+    one = scaling[str(args.threads[0])]
+    payload = {
+        "reference": {"repository": "https://github.com/clovaai/wsolevaluation",
+                      "commit": _commit_of(reference), "stand_ins_for_unused_imports": stubbed,
+                      "numpy_aliases_restored": ["float", "int", "bool", "object", "str",
+                                                 "complex"]},
+        "setting": {"images": len(ids), "map_size": [224, 224], "dtype": "float64",
+                    "cam_curve_interval": args.interval, "thresholds": len(thresholds),
+                    "iou_thresholds": IOUS, "multi_contour": True,
+                    "fixtures": "shared/fixtures/metric-parity/boxes"},
+        "load_average": {"before": [round(x, 2) for x in load_before],
+                         "after": [round(x, 2) for x in os.getloadavg()]},
+        "in_process_one_thread": {
+            "ms_per_image_median": median,
+            "rounds": rows,
+            "speedup_cpu": median["ref_cpu"] / median["ours_cpu"],
+            "speedup_wall": median["ref_wall"] / median["ours_wall"],
+            "note": "alternating per image in one process; ours counts v1 and v2 together",
+        },
+        "thread_scaling": {
+            "ms_per_image_wall_median": scaling,
+            "all": {str(k): v for k, v in scaling_all.items()},
+            "speedup_vs_reference_wall": {n: median["ref_wall"] / v for n, v in scaling.items()},
+            "scaling_vs_one_thread": {n: one / v for n, v in scaling.items()},
+            "identical_counts": scaling_identical,
+        },
+        "whole_process": process,
+        "parity": parity,
+    }
+    write_result("evaluator", payload)
+    print(f"in-process, one thread: reference {median['ref_cpu']:.2f} ms/image CPU, ours"
+          f" {median['ours_cpu']:.2f}: {payload['in_process_one_thread']['speedup_cpu']:.1f}x"
+          f" CPU ({payload['in_process_one_thread']['speedup_wall']:.1f}x wall)")
+    for n, v in scaling.items():
+        print(f"{n} thread(s): {v:.2f} ms/image wall,"
+              f" {payload['thread_scaling']['speedup_vs_reference_wall'][n]:.1f}x the reference")
+    print(f"whole process: ours {process['seconds_median']['ours']:.2f} s, reference"
+          f" {process['seconds_median']['reference']:.2f} s: {process['speedup']:.1f}x;"
+          " without torch import (projection)"
+          f" {process['seconds_median']['ours_projected_without_torch_import']:.2f} s:"
+          f" {process['speedup_projected_without_torch_import']:.1f}x")
+    print(f"parity: {parity}")
+    ok = all(parity.values()) and scaling_identical and process["same_MaxBoxAccV2"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
