@@ -17,7 +17,8 @@ import numpy as np
 
 from wsol.errors import UserError
 
-__all__ = ["BoxAccCurves", "threshold_from_file", "threshold_from_results"]
+__all__ = ["BOX_METRICS", "CLASSIFICATION_METRICS", "MASK_METRICS", "BoxAccCurves", "metric_names",
+           "threshold_from_file", "threshold_from_results"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,21 @@ def threshold_from_file(path: str | os.PathLike, iou: str = "50",
     t = threshold_from_results(results, iou, source=str(path))
     settings = results.get("settings") or {}
     return t, {"split": split, "multi_contour": settings.get("multi_contour"), "path": str(path)}
+
+
+#: Scalar metrics an evaluation reports, by the split's localization type (method-spec §4).
+CLASSIFICATION_METRICS = ("top1_cls", "top5_cls")
+BOX_METRICS = ("MaxBoxAcc", "MaxBoxAccV2", "gt_known_loc", "top1_loc", "top5_loc")
+MASK_METRICS = ("PxAP", "pIoU")
+
+
+def metric_names(localization_type: str | None,
+                 iou_thresholds: Sequence[int] = (30, 50, 70)) -> list[str]:
+    """The scalar result keys of an evaluation of a split with ``localization_type``
+    (``"boxes"``, ``"masks"`` or None): what ``train.select_metric`` may name."""
+    names = list(CLASSIFICATION_METRICS)
+    if localization_type == "boxes":
+        names += [m for m in BOX_METRICS if m != "MaxBoxAcc" or 50 in iou_thresholds]
+    elif localization_type == "masks":
+        names += list(MASK_METRICS)
+    return names
