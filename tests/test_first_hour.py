@@ -44,7 +44,6 @@ def test_overrides_may_be_split_around_options(synthetic, tmp_path):
     argv = ["config", "show", "optim.lr=0.5", "method.name=cream"]
     assert main(argv) == 0
     parser_args = ["train", "--run-dir", "x", "optim.lr=0.5", "--no-progress", "seed=3"]
-    import argparse
 
     parser = build_parser(parser_args)
     args, extra = parser.parse_known_args(parser_args)

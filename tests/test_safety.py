@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import REPO, run_cli, tiny_overrides
 
 from wsol.cli import main as wsol_main

@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from wsol.config import DEFAULTS, dump_config, load_config, model_kwargs
+from wsol.config import dump_config, load_config, model_kwargs
 from wsol.data.boxes import BoxTargetDataset, TwoViewDataset
 from wsol.data.metadata import Metadata, read_metadata
-from wsol.data.transforms import EvalTransform, load_image
+from wsol.data.transforms import EvalTransform
 from wsol.engine.checkpoint import load_checkpoint, load_state_checked
 from wsol.engine.loop import StepOutput, Task, finished_results, fit, seed_everything
 from wsol.engine.rundir import RunDir

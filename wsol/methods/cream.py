@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wsol.errors import ConfigError
 from wsol.methods.base import WSOLMethod, single_process_reduce
 from wsol.methods.cam import CAM
 from wsol.methods.registry import register_method
@@ -327,6 +328,27 @@ CREAM_OPTIONS: dict[str, Any] = {
 }
 
 
+
+def check_em_options(who: str, *, tau: float, scale: float, iterations: int, stage: str,
+                     feature_normalization: str, pi_init: str) -> None:
+    """Validate the inference options shared by CREAM and training-free CREAM (Eq.3 ``tau``,
+    Eq.7 ``scale``, ``T``, the map stage, the M-step's features, the initial mixing weights);
+    a bad value is a :class:`~wsol.errors.ConfigError` naming ``who`` and the option."""
+    if not math.isfinite(tau):
+        raise ConfigError(f"{who}: tau must be finite, got {tau}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ConfigError(f"{who}: scale must be a finite number >= 0, got {scale}")
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise ConfigError(f"{who}: iterations must be an integer >= 0, got {iterations}")
+    if stage not in STAGES:
+        raise ConfigError(f"{who}: stage must be one of {STAGES}, got {stage!r}")
+    if feature_normalization not in _FEATURE_NORMALIZATIONS:
+        raise ConfigError(f"{who}: feature_normalization must be one of "
+                          f"{_FEATURE_NORMALIZATIONS}, got {feature_normalization!r}")
+    if pi_init not in _PI_INITS:
+        raise ConfigError(f"{who}: pi_init must be one of {_PI_INITS}, got {pi_init!r}")
+
+
 class CreamAddon(WSOLMethod):
     """CREAM on top of a method (method-spec §2, §6 "CREAM on top"): a mixin placed before the
     method's class (:func:`with_cream`); see the module docstring.
@@ -379,19 +401,8 @@ class CreamAddon(WSOLMethod):
                              "(CREAM's Eq.3 guide is computed without them)")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"CREAM: gamma must be in [0, 1], got {gamma}")
-        if not math.isfinite(tau):
-            raise ValueError(f"CREAM: tau must be finite, got {tau}")
-        if not math.isfinite(scale) or scale < 0:
-            raise ValueError(f"CREAM: scale must be a finite number >= 0, got {scale}")
-        if int(iterations) != iterations or iterations < 0:
-            raise ValueError(f"CREAM: iterations must be an integer >= 0, got {iterations}")
-        if stage not in STAGES:
-            raise ValueError(f"CREAM: stage must be one of {STAGES}, got {stage!r}")
-        if feature_normalization not in _FEATURE_NORMALIZATIONS:
-            raise ValueError(f"CREAM: feature_normalization must be one of "
-                             f"{_FEATURE_NORMALIZATIONS}, got {feature_normalization!r}")
-        if pi_init not in _PI_INITS:
-            raise ValueError(f"CREAM: pi_init must be one of {_PI_INITS}, got {pi_init!r}")
+        check_em_options("CREAM", tau=tau, scale=scale, iterations=iterations, stage=stage,
+                         feature_normalization=feature_normalization, pi_init=pi_init)
         if skip_empty not in _SKIP_EMPTY:
             raise ValueError(f"CREAM: skip_empty must be one of {_SKIP_EMPTY}, got {skip_empty!r}")
         if not init_std > 0:

@@ -41,7 +41,6 @@ the unit-feature M-step were the best on CUB val for every init. Both inits stay
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +51,7 @@ from wsol.errors import ConfigError
 from wsol.methods.base import WSOLMethod
 from wsol.methods.cream import (
     calibrate,
+    check_em_options,
     cam_guided_mask,
     em_reactivation,
     fuse,
@@ -109,19 +109,8 @@ class TrainingFreeCREAM(WSOLMethod):
         if not isinstance(class_specific, bool):
             raise ConfigError(f"cream_free: class_specific must be true or false, "
                              f"got {class_specific!r}")
-        if not math.isfinite(tau):
-            raise ConfigError(f"cream_free: tau must be finite, got {tau}")
-        if not math.isfinite(scale) or scale < 0:
-            raise ConfigError(f"cream_free: scale must be a finite number >= 0, got {scale}")
-        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-            raise ConfigError(f"cream_free: iterations must be an integer >= 0, got {iterations}")
-        if stage not in STAGES:
-            raise ConfigError(f"cream_free: stage must be one of {STAGES}, got {stage!r}")
-        if feature_normalization not in _FEATURE_NORMALIZATIONS:
-            raise ConfigError(f"cream_free: feature_normalization must be one of "
-                             f"{_FEATURE_NORMALIZATIONS}, got {feature_normalization!r}")
-        if pi_init not in _PI_INITS:
-            raise ConfigError(f"cream_free: pi_init must be one of {_PI_INITS}, got {pi_init!r}")
+        check_em_options("cream_free", tau=tau, scale=scale, iterations=iterations, stage=stage,
+                         feature_normalization=feature_normalization, pi_init=pi_init)
         self.init = init
         self.class_specific = class_specific
         self.tau = float(tau)
