@@ -41,7 +41,7 @@ import random
 from pathlib import Path
 
 from wsol.data.metadata import FILES, Box, Metadata, write_metadata
-from wsol.data.prepare import _image_sizes, write_class_names
+from wsol.data.prepare import _image_sizes, _refuse_overwrite, write_class_names
 from wsol.errors import PrepareError
 from wsol.utils.paths import UnsafePathError, check_relative_path
 
@@ -128,12 +128,7 @@ def prepare_folder(root: str | os.PathLike, out: str | os.PathLike, *,
     ids = [i for i, _ in images]
     labels = dict(images)
     box_map = read_boxes_csv(boxes, set(ids)) if boxes is not None else None
-    if not force:
-        for split in ("train", "val", "test"):
-            existing = [f for f in FILES if (out / split / f).exists()]
-            if existing:
-                raise FileExistsError(f"{out / split / existing[0]} already exists; pass "
-                                      "--force (force=True) to overwrite the metadata")
+    _refuse_overwrite(out, ("train", "val", "test"), force)
     sizes = dict(zip(ids, _image_sizes(root, ids, workers)))
     if box_map is not None:
         for image_id, bs in box_map.items():

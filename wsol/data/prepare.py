@@ -408,3 +408,4 @@ def check_dataset(image_root: str | os.PathLike, metadata_root: str | os.PathLik
                         check.missing_masks.append(rel)
         results.append(check)
     return results
+

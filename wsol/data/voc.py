@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsol.data.metadata import FILES, Box, Metadata, write_metadata
-from wsol.data.prepare import _image_sizes, carve_val, write_class_names
+from wsol.data.prepare import _image_sizes, carve_val, _refuse_overwrite, write_class_names
 from wsol.errors import PrepareError
 from wsol.utils.io import atomic_write_text
 from wsol.utils.paths import UnsafePathError, check_relative_path
@@ -245,12 +245,7 @@ def prepare_voc(root: str | os.PathLike, out: str | os.PathLike, *, train_set: s
                 raise PrepareError(f"image {name!r} is in both {owner[name]} and {path}; "
                                    "the splits must be disjoint")
             owner[name] = path
-    if not force:
-        for split in ("train", "val", "test"):
-            existing = [f for f in FILES if (out / split / f).exists()]
-            if existing:
-                raise FileExistsError(f"{out / split / existing[0]} already exists; pass "
-                                      "--force (force=True) to overwrite the metadata")
+    _refuse_overwrite(out, ("train", "val", "test"), force)
     result: dict[str, Metadata] = {}
     classes: dict[str, list[int]] = {}
     for split, (_, names) in sets.items():

@@ -56,6 +56,7 @@ from wsol.methods.base import WSOLMethod, single_process_reduce
 from wsol.methods.cam import CAM
 from wsol.methods.registry import register_method
 from wsol.models.base import WSOLBackbone
+from wsol.utils.checks import check_choice
 from wsol.utils.maps import minmax_per_image
 
 __all__ = [
@@ -340,13 +341,9 @@ def check_em_options(who: str, *, tau: float, scale: float, iterations: int, sta
         raise ConfigError(f"{who}: scale must be a finite number >= 0, got {scale}")
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ConfigError(f"{who}: iterations must be an integer >= 0, got {iterations}")
-    if stage not in STAGES:
-        raise ConfigError(f"{who}: stage must be one of {STAGES}, got {stage!r}")
-    if feature_normalization not in _FEATURE_NORMALIZATIONS:
-        raise ConfigError(f"{who}: feature_normalization must be one of "
-                          f"{_FEATURE_NORMALIZATIONS}, got {feature_normalization!r}")
-    if pi_init not in _PI_INITS:
-        raise ConfigError(f"{who}: pi_init must be one of {_PI_INITS}, got {pi_init!r}")
+    check_choice(who, "stage", stage, STAGES)
+    check_choice(who, "feature_normalization", feature_normalization, _FEATURE_NORMALIZATIONS)
+    check_choice(who, "pi_init", pi_init, _PI_INITS)
 
 
 class CreamAddon(WSOLMethod):
