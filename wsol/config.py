@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
         "normalization": "minmax",  # minmax | max | pas | ivr
         "amp": False,  # false | bf16 | fp16 | true (= bf16): autocast of the evaluation forward
         "channels_last": False,  # NHWC memory format for the evaluation forward
+        "threads": None,  # box-counting threads (null: min(4, cores)); overlap the next forward
     },
 }
 

@@ -81,6 +81,7 @@ def evaluate(
     amp: bool | str = False,
     channels_last: bool = False,
     map_class: str = "gt",
+    num_threads: int | None = None,
 ) -> dict:
     """Classification + localization metrics of ``method`` on the split behind ``loader``.
 
@@ -101,7 +102,8 @@ def evaluate(
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
-        score_histograms=metadata.boxes is not None)  # fg/bg score histograms (paper's Fig. 1)
+        score_histograms=metadata.boxes is not None,  # fg/bg score histograms (paper's Fig. 1)
+        num_threads=num_threads)  # box counting runs in a pool, overlapping the next forward
     if channels_last:
         inner.to(memory_format=torch.channels_last)
     batches = tqdm(loader, desc="eval", leave=False, unit="batch",
@@ -126,6 +128,7 @@ def evaluate(
     # All ranks hold disjoint shards: summing the count tensors gives the full-split counts.
     evaluator.load_tensor(all_reduce_sum(evaluator.to_tensor()))
     results = evaluator.compute()
+    evaluator.close()
     # The CLI and reports call classification accuracy Top-1/Top-5 Cls.
     results["top1_cls"] = results.pop("top1_acc")
     results["top5_cls"] = results.pop("top5_acc")

@@ -41,7 +41,8 @@ def _eval_kwargs(config: dict, device: torch.device) -> dict:
     return dict(device=device, image_size=config["data"]["image_size"],
                 cam_curve_interval=ev["cam_curve_interval"], iou_thresholds=ev["iou_thresholds"],
                 multi_contour=ev["multi_contour"], normalization=ev["normalization"],
-                amp=ev.get("amp", False), channels_last=bool(ev.get("channels_last", False)))
+                amp=ev.get("amp", False), channels_last=bool(ev.get("channels_last", False)),
+                num_threads=ev.get("threads"))
 
 
 def evaluate_split(method, config: dict, split: str, device: torch.device, backbone,
