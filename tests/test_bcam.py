@@ -42,6 +42,7 @@ def _method(num_classes: int = 3, dim: int = 8, heads: int = 3, seed: int = 0,
             random_aggregators: bool = True, **kw) -> BCAM:
     torch.manual_seed(seed)
     kw.setdefault("backbone_name", "resnet50")
+    kw.setdefault("polarity", "none")  # the official maps; the check: test_bcam_inversion.py
     m = BCAM(_SmallNet(num_classes, dim), num_heads=heads, **kw)
     if random_aggregators:
         with torch.no_grad():

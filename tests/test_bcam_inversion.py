@@ -131,3 +131,25 @@ def test_background_classifier_init_scale(num_classes):
         m = BCAM(backbone, backbone_name="tiny_cnn", num_heads=1, background_init=init)
         norms = m.background_classifier.weight.norm(dim=1)
         assert norms.mean().item() == pytest.approx(expected, rel=0.15)
+
+
+def test_border_polarity_flips_maps_that_light_up_the_image_border():
+    from wsol.methods.bcam import interior_region
+
+    region = interior_region(2, (7, 7))
+    assert region[0].sum().item() == 25  # 1-pixel band on a 7 x 7 map (EfficientNet at 224)
+    assert not interior_region(1, (2, 2)).any()  # no interior: nothing is flipped
+    m = _bcam()  # default polarity: border
+    assert m.polarity == "border"
+    images = torch.randn(4, 3, 64, 64)
+    labels = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        out = m(images)
+    m.polarity = "none"
+    raw = m.localization_maps(out, labels)
+    m.polarity = "border"
+    flips = m.polarity_flips(out, labels)
+    assert flips.tolist() == inverted_maps(raw, interior_region(4, tuple(raw.shape[1:]))).tolist()
+    fixed = m.localization_maps(out, labels)
+    torch.testing.assert_close(fixed, torch.where(flips.view(-1, 1, 1), -raw, raw))
+    assert not inverted_maps(fixed, interior_region(4, tuple(raw.shape[1:]))).any()

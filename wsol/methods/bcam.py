@@ -50,6 +50,39 @@ gradient maps are compared raw (official inference.py); weight maps are min-max 
 image first (official ``return_cam`` path, ``normalize_tensor``). Upsampling for masks is
 bilinear, ``align_corners=False`` (official ``F.interpolate``).
 
+Large objects, few classes: why the maps invert, and the polarity check [inferred, measured].
+
+- The "cub" gradient map is, exactly (the attention term's spatial sum is zero, so
+  ``g = mean_i G_i = w_o^c / N``)::
+
+      N M_i = abar_i ||w_o^c||^2 + (1/K) sum_k a_{k,i} (l_i - lbar_k) (A_k . w_o^c)
+
+  with ``l_i = (w_o^c - w_b^c) . f_i`` and ``lbar_k = sum_j a_{k,j} l_j``: the object
+  attention plus an attention-sensitivity term. So the foreground map is mainly *where the
+  object aggregator pools*; the map inverts when the object attention sits on the background,
+  not because of the sign of the channel weights.
+- The stagger loss does not pin down which region is "object": cross-entropy is invariant to a
+  common logit shift and the three MLSM terms are met by biases and by ``W_b`` saying "yes" to
+  the other classes, so it only asks that the object branch hold the *class-discriminative*
+  pixels and the background branch the pixels shared by all classes. When the object fills the
+  crop and the classes share its look (CUB crops of three albatross species), the border
+  context is what discriminates, and the branches swap. Measured (EfficientNet-Lite0, shipped
+  config, 10 epochs, 3-class CUB crops with 40-100 % box cover, 88 test images): object
+  attention inside the box on 0 of 88 images, the foreground map on 0 of 88, and the object
+  classifier's own CAM on 22 of 88 (so CAM-region evidence cannot fix it); with ``W_b``
+  initialized fan-in the branches swap cleanly (background attention inside on 88 of 88). The
+  same recipe on 10 classes (4 epochs) is not inverted (250 of 250... see
+  benchmarks/notes_bcam_inversion.md). All ``K`` heads stay identical (zero init, identical
+  gradients), here as in the official code.
+- Since the inversion is a property of the objective, the maps are checked per image:
+  ``polarity="border"`` flips the sign of the foreground and background maps of an image whose
+  min-max normalized foreground map is higher, on average, on the border band (width
+  ``max(1, round(0.1 min(h, w)))`` feature pixels) than inside it (the boundary prior of
+  saliency detection: the border is background far more often than object). "cam" and
+  "attention" compare against the CAM region ``1[N(W_o^c F) > tau]`` or the object attention
+  instead (CREAM Eq.10-11 style); "none" is the official behaviour. The check uses the raw map
+  at feature resolution, and :func:`wsol.metrics.inside.inside_gt_share` measures the result.
+
 Deviations (documented, [inferred]):
 
 - The target layer is always ``F``. Official: ResNet ``layer4`` (= F), VGG ``conv6`` (pre-ReLU,
@@ -78,12 +111,12 @@ from wsol.utils.maps import minmax_per_image
 MapType = Literal["gradient", "weight"]
 Variant = Literal["cub", "ilsvrc", "openimages"]
 MaskNormalization = Literal["auto", "none", "minmax"]
-Polarity = Literal["none", "cam", "attention"]
+Polarity = Literal["none", "border", "cam", "attention"]
 
 _MAP_TYPES = ("gradient", "weight")
 _VARIANTS = ("cub", "ilsvrc", "openimages")
 _MASK_NORMALIZATIONS = ("auto", "none", "minmax")
-_POLARITIES = ("none", "cam", "attention")
+_POLARITIES = ("none", "border", "cam", "attention")
 _BACKGROUND_INITS = ("fan_out", "fan_in")
 
 
@@ -193,6 +226,19 @@ def evidence_region(evidence: Tensor, tau: float) -> Tensor:
     return minmax_per_image(evidence) > tau
 
 
+def interior_region(batch: int, size: tuple[int, int], device: torch.device | None = None,
+                    fraction: float = 0.1) -> Tensor:
+    """Bool ``(B, h, w)``: the pixels at least ``max(1, round(fraction * min(h, w)))`` from the
+    image border (the boundary prior: the border band is background far more often than the
+    object). Empty when the map is too small to have an interior."""
+    h, w = int(size[0]), int(size[1])
+    m = max(1, round(fraction * min(h, w)))
+    region = torch.zeros((batch, h, w), dtype=torch.bool, device=device)
+    if h > 2 * m and w > 2 * m:
+        region[:, m:h - m, m:w - m] = True
+    return region
+
+
 def inverted_maps(maps: Tensor, region: Tensor) -> Tensor:
     """Bool ``(B,)``: the map is *inverted* with respect to the object-evidence region ``R``.
 
@@ -248,10 +294,12 @@ class BCAM(WSOLMethod):
         map_type: "gradient" (official) or "weight" (per-pixel classifier logits).
         variant: gradient-map combination, "cub", "ilsvrc" or "openimages".
         mask_normalization: "auto" (gradient maps raw, weight maps min-max), "none", "minmax".
-        polarity: polarity check of the maps against object evidence (module docstring,
-            "Polarity"): "cam" (default; the object classifier's CAM region), "attention"
-            (the object aggregator's attention region) or "none" (official: maps as computed).
-        polarity_tau: threshold of the evidence region ``1[N(E) > tau]``, 0.2 (CAM's / CREAM's).
+        polarity: per-image polarity check of the maps (module docstring, "Large objects"):
+            "border" (default; the boundary prior), "cam" (the object classifier's CAM region),
+            "attention" (the object aggregator's attention) or "none" (official: as computed).
+        polarity_tau: threshold of the "cam"/"attention" evidence region ``1[N(E) > tau]``, 0.2.
+        background_init: He-normal mode of ``W_b``: "fan_out" (official, row norm
+            ``~sqrt(2D/C)``) or "fan_in" (``~sqrt(2)`` whatever the number of classes).
 
     Example::
 
@@ -271,7 +319,7 @@ class BCAM(WSOLMethod):
                  rate_bf: float | None = None, rate_bb: float | None = None,
                  backbone_name: str | None = None, map_type: MapType = "gradient",
                  variant: Variant = "cub", mask_normalization: MaskNormalization = "auto",
-                 polarity: Polarity = "cam", polarity_tau: float = 0.2,
+                 polarity: Polarity = "border", polarity_tau: float = 0.2,
                  background_init: Literal["fan_out", "fan_in"] = "fan_out") -> None:
         super().__init__(backbone)
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
@@ -407,7 +455,7 @@ class BCAM(WSOLMethod):
     def object_evidence(self, outputs: dict[str, Tensor], classes: Tensor) -> Tensor | None:
         """The evidence map ``E`` ``(B, h, w)`` of ``self.polarity`` ("cam": ``W_o^c F + b_o^c``;
         "attention": the head-averaged object attention), ``None`` for "none"."""
-        if self.polarity == "none":
+        if self.polarity in ("none", "border"):
             return None
         if self.polarity == "attention":
             if "object_attention" not in outputs:
@@ -423,6 +471,9 @@ class BCAM(WSOLMethod):
         classes = self._check_classes(outputs, classes)
         if fore is None:
             fore = self._raw_maps(outputs, classes, background=False)[0]
+        if self.polarity == "border":
+            return inverted_maps(fore, interior_region(fore.shape[0], tuple(fore.shape[1:]),
+                                                       fore.device))
         evidence = self.object_evidence(outputs, classes)
         if evidence is None:
             return torch.zeros(fore.shape[0], dtype=torch.bool, device=fore.device)
