@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=os.environ.get("WSOL_REFERENCE_EVALUATION"),
                         help="a clovaai/wsolevaluation checkout (default"
                              " $WSOL_REFERENCE_EVALUATION)")
+    parser.add_argument("--reference-commit", default=None,
+                        help="the reference's commit, when DIR is not a git checkout")
     parser.add_argument("--fixtures", default=str(REPO.parent / "shared" / "fixtures"
                                                   / "metric-parity" / "boxes"))
     parser.add_argument("--interval", type=float, default=0.001)
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     one = scaling[str(args.threads[0])]
     payload = {
         "reference": {"repository": "https://github.com/clovaai/wsolevaluation",
-                      "commit": _commit_of(reference), "stand_ins_for_unused_imports": stubbed,
+                      "commit": _commit_of(reference) or args.reference_commit, "stand_ins_for_unused_imports": stubbed,
                       "numpy_aliases_restored": ["float", "int", "bool", "object", "str",
                                                  "complex"]},
         "setting": {"images": len(ids), "map_size": [224, 224], "dtype": "float64",
