@@ -71,7 +71,7 @@ Large objects, few classes: why the maps invert, and the polarity check [inferre
   attention inside the box on 0 of 88 images, the foreground map on 0 of 88, and the object
   classifier's own CAM on 22 of 88 (so CAM-region evidence cannot fix it); with ``W_b``
   initialized fan-in the branches swap cleanly (background attention inside on 88 of 88). The
-  same recipe on 10 classes (4 epochs) is not inverted (250 of 250... see
+  same recipe on 10 classes (4 epochs) is not inverted (243 of 243; numbers in
   benchmarks/notes_bcam_inversion.md). All ``K`` heads stay identical (zero init, identical
   gradients), here as in the official code.
 - Since the inversion is a property of the objective, the maps are checked per image:
@@ -80,7 +80,9 @@ Large objects, few classes: why the maps invert, and the polarity check [inferre
   ``max(1, round(0.1 min(h, w)))`` feature pixels) than inside it (the boundary prior of
   saliency detection: the border is background far more often than object). "cam" and
   "attention" compare against the CAM region ``1[N(W_o^c F) > tau]`` or the object attention
-  instead (CREAM Eq.10-11 style); "none" is the official behaviour. The check uses the raw map
+  instead (CREAM Eq.10-11 style); not recommended: B-CAM's ``W_o`` CAM is a poor reference
+  (it flipped 46 % of the correct maps on the 10-class crops and 77 % on CUB). "none" is the
+  official behaviour. The check uses the raw map
   at feature resolution, and :func:`wsol.metrics.inside.inside_gt_share` measures the result.
 
 Deviations (documented, [inferred]):
