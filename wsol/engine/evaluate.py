@@ -4,7 +4,9 @@ For every batch: forward, top-5 ranking, the GT-class localization map (method-s
 class for GT-known / MaxBoxAcc / PxAP; Top-1 Loc additionally requires the top-1 class to be
 correct, which makes the predicted-class map and the GT-class map coincide whenever it counts),
 bicubic upsampling to the evaluation size, per-image normalization, then the accumulators of
-:mod:`wsol.metrics`. In a distributed run every rank evaluates a disjoint shard (no padded
+:mod:`wsol.metrics`; on box splits also ``inside_gt_share`` (share of images whose mean map
+value inside the GT boxes exceeds the mean outside, :mod:`wsol.metrics.inside`), the polarity
+check that catches a map lighting up the background. In a distributed run every rank evaluates a disjoint shard (no padded
 duplicates) and the accumulators' count tensors are all-reduced, so the numbers equal those of
 one process exactly.
 """
@@ -26,6 +28,8 @@ from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is
 from wsol.localization.pipeline import EVAL_TYPES, compute_maps
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
+from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
+from wsol.metrics.inside import inside_outside_means
 
 
 class ShardSampler(Sampler[int]):
@@ -104,6 +108,9 @@ def evaluate(
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
         score_histograms=metadata.boxes is not None,  # fg/bg score histograms (paper's Fig. 1)
         num_threads=num_threads)  # box counting runs in a pool, overlapping the next forward
+    gt_boxes = (gt_boxes_in_eval_geometry(metadata, image_size) if metadata.boxes is not None
+                else None)
+    polarity = torch.zeros(2, dtype=torch.int64, device=device)  # defined, inside > outside
     if channels_last:
         inner.to(memory_format=torch.channels_last)
     batches = tqdm(loader, desc="eval", leave=False, unit="batch",
@@ -119,6 +126,11 @@ def evaluate(
                                amp=amp)
             topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
             evaluator.update(out.maps, list(batch["image_id"]), topk)
+            if gt_boxes is not None:  # polarity check: more map mass inside the GT boxes?
+                inside, outside, defined = inside_outside_means(
+                    out.maps, [gt_boxes[i] for i in batch["image_id"]])
+                polarity += torch.stack([defined.sum(), (defined & (inside > outside)).sum()]
+                                        ).to(polarity)
             if scoremap_dir is not None:
                 save_scoremaps(out.maps, list(batch["image_id"]), scoremap_dir)
             del out
@@ -132,6 +144,10 @@ def evaluate(
     # The CLI and reports call classification accuracy Top-1/Top-5 Cls.
     results["top1_cls"] = results.pop("top1_acc")
     results["top5_cls"] = results.pop("top5_acc")
+    if gt_boxes is not None:
+        defined, inside = (int(v) for v in all_reduce_sum(polarity).tolist())
+        results["inside_gt_share"] = inside / defined if defined else None
+        results["inside_gt_images"] = {"defined": defined, "inside": inside}
     results["eval_type"] = eval_type
     results["map_class"] = map_class
     num_classes = int(getattr(inner, "num_classes", 0) or 0)
