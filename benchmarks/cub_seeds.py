@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import REPO, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
-KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAccV2", "MaxBoxAcc")
+KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAccV2", "MaxBoxAcc", "inside_gt_share")
 CREAM_VAL_SETTINGS = {"feature_normalization": "l2", "iterations": 3, "tau": 0.3}
 ROWS = {
     "CAM": ("cream", {"stage": "cam"}, "prob"),
@@ -35,12 +35,13 @@ ROWS = {
 }
 
 
-def train(config: str, run_dir: Path, seed: int, metadata: Path, extra: list[str]) -> float:
+def train(config: str, run_dir: Path, seed: int, metadata: Path, extra: list[str],
+          image_root: Path | None = None) -> float:
     if (run_dir / "results.json").is_file():
         return 0.0
     cmd = [sys.executable, "-m", "wsol", "train", "--config", config, "--run-dir", str(run_dir),
            f"seed={seed}", f"data.metadata={metadata}",
-           f"data.root={SHARED_CUB / 'images'}", "--no-progress", *extra]
+           f"data.root={image_root or SHARED_CUB / 'images'}", "--no-progress", *extra]
     if (run_dir / "checkpoints" / "last.pt").is_file():
         cmd = [sys.executable, "-m", "wsol", "train", "--resume", "--run-dir", str(run_dir),
                "--no-progress"]
@@ -49,12 +50,14 @@ def train(config: str, run_dir: Path, seed: int, metadata: Path, extra: list[str
     return time.time() - t0
 
 
-def evaluate(run_dir: Path, method_overrides: dict, eval_type: str) -> dict:
+def evaluate(run_dir: Path, method_overrides: dict, eval_type: str,
+             data_overrides: list[str] | None = None) -> dict:
     from wsol.engine.checkpoint import load_method
     from wsol.engine.train import evaluate_split
 
     method, info = load_method(run_dir / "checkpoints" / "best.pt",
-                               method_overrides=method_overrides)
+                               method_overrides=method_overrides,
+                               overrides=data_overrides or [])
     res = evaluate_split(method, info["config"], "test", method.backbone.classifier.weight.device,
                          method.backbone, eval_type=eval_type)
     return {**{k: res[k] for k in KEYS if k in res}, "epoch": info["epoch"],
