@@ -141,7 +141,7 @@ def _npy_header_only(path: Path, shape: tuple[int, ...], dtype: str = "<f8") -> 
 def test_unsafe_or_wrong_npy_files_are_refused_before_loading(boxes, tmp_path):
     import pickle
 
-    root, maps, _, _ = boxes
+    root, _, _, _ = boxes
     bad = tmp_path / "maps"
     ids = _write_maps(root / "scoremaps.npz", bad)
     good = np.load(bad / f"{ids[0]}.npy")

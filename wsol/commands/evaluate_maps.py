@@ -119,7 +119,7 @@ def load_scoremap(path: Path, size: int) -> Any:
     from wsol.errors import ScoreMapError
 
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115  (closed by the with below)
     except FileNotFoundError:
         raise ScoreMapError(f"missing score map {path}") from None
     except OSError as exc:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
+
 from wsol.errors import ScoreMapError
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from wsol.errors import MetricError  # noqa: F401  (re-exported: wsol.metrics.counts.MetricError)
 
 if TYPE_CHECKING:  # typing.Self is Python >= 3.11
