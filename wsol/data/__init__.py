@@ -1,33 +1,46 @@
 """Data: wsolevaluation metadata, datasets, transforms, preparation and a synthetic dataset."""
 
-from wsol.data.datasets import ImageCheckReport, WSOLDataset, check_images
-from wsol.data.metadata import (
-    MaskAnnotation,
-    Metadata,
-    MetadataError,
-    check_labels,
-    check_split_labels,
-    read_metadata,
-    write_metadata,
-)
-from wsol.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EvalTransform,
-    ImageLoadError,
-    Normalize,
-    TrainTransform,
-    MAX_IMAGE_PIXELS,
-    build_transform,
-    load_image,
-    max_image_pixels,
-    to_tensor,
-)
+# Loaded on first access, so that importing a submodule (e.g. the torch-free evaluator
+# behind `wsol evaluate-maps`) does not import every sibling and torch with it.
+from __future__ import annotations
 
-__all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "MAX_IMAGE_PIXELS", "EvalTransform", "ImageCheckReport",
-    "ImageLoadError",
-    "MaskAnnotation", "Metadata", "MetadataError", "Normalize", "TrainTransform", "WSOLDataset",
-    "build_transform", "check_images", "check_labels", "check_split_labels", "load_image",
-    "max_image_pixels", "read_metadata", "to_tensor", "write_metadata",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EvalTransform": "wsol.data.transforms",
+    "IMAGENET_MEAN": "wsol.data.transforms",
+    "IMAGENET_STD": "wsol.data.transforms",
+    "ImageCheckReport": "wsol.data.datasets",
+    "ImageLoadError": "wsol.data.transforms",
+    "MAX_IMAGE_PIXELS": "wsol.data.transforms",
+    "MaskAnnotation": "wsol.data.metadata",
+    "Metadata": "wsol.data.metadata",
+    "MetadataError": "wsol.data.metadata",
+    "Normalize": "wsol.data.transforms",
+    "TrainTransform": "wsol.data.transforms",
+    "WSOLDataset": "wsol.data.datasets",
+    "build_transform": "wsol.data.transforms",
+    "check_images": "wsol.data.datasets",
+    "check_labels": "wsol.data.metadata",
+    "check_split_labels": "wsol.data.metadata",
+    "load_image": "wsol.data.transforms",
+    "max_image_pixels": "wsol.data.transforms",
+    "read_metadata": "wsol.data.metadata",
+    "to_tensor": "wsol.data.transforms",
+    "write_metadata": "wsol.data.metadata",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -9,50 +9,45 @@ Post-processing raw method maps ``(B, h, w)`` directly::
     boxes_per_threshold = boxes_from_map(maps[0], np.arange(0, 1, 0.01), multi_contour=True)
 """
 
-from wsol.localization.boxes import (
-    ScoreMapError,
-    box_iou,
-    boxes_from_map,
-    boxes_from_maps,
-    cam_thresholds,
-    check_scoremaps,
-    quantize_maps,
-    resize_boxes,
-)
-from wsol.localization.geometry import scale_boxes
-from wsol.localization.masks import masks_from_map
-from wsol.localization.normalize import (
-    NORMALIZATIONS,
-    normalize_maps,
-    postprocess_maps,
-    upsample_maps,
-)
-from wsol.localization.pipeline import (
-    DEFAULT_THRESHOLD,
-    LocalizationResult,
-    MapBatch,
-    compute_maps,
-    localize,
-)
+# Loaded on first access, so that importing a submodule (e.g. the torch-free evaluator
+# behind `wsol evaluate-maps`) does not import every sibling and torch with it.
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "LocalizationResult",
-    "MapBatch",
-    "compute_maps",
-    "localize",
-    "scale_boxes",
-    "NORMALIZATIONS",
-    "ScoreMapError",
-    "box_iou",
-    "boxes_from_map",
-    "boxes_from_maps",
-    "cam_thresholds",
-    "check_scoremaps",
-    "masks_from_map",
-    "normalize_maps",
-    "postprocess_maps",
-    "quantize_maps",
-    "resize_boxes",
-    "upsample_maps",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DEFAULT_THRESHOLD": "wsol.localization.pipeline",
+    "LocalizationResult": "wsol.localization.pipeline",
+    "MapBatch": "wsol.localization.pipeline",
+    "NORMALIZATIONS": "wsol.localization.normalize",
+    "ScoreMapError": "wsol.localization.boxes",
+    "box_iou": "wsol.localization.boxes",
+    "boxes_from_map": "wsol.localization.boxes",
+    "boxes_from_maps": "wsol.localization.boxes",
+    "cam_thresholds": "wsol.localization.boxes",
+    "check_scoremaps": "wsol.localization.boxes",
+    "compute_maps": "wsol.localization.pipeline",
+    "localize": "wsol.localization.pipeline",
+    "masks_from_map": "wsol.localization.masks",
+    "normalize_maps": "wsol.localization.normalize",
+    "postprocess_maps": "wsol.localization.normalize",
+    "quantize_maps": "wsol.localization.boxes",
+    "resize_boxes": "wsol.localization.boxes",
+    "scale_boxes": "wsol.localization.geometry",
+    "upsample_maps": "wsol.localization.normalize",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
