@@ -54,3 +54,15 @@ def test_overrides_may_be_split_around_options(synthetic, tmp_path):
     proc = run_cli("train", "--run-dir", str(tmp_path / "r"), "--no-progress", "stray",
                    check=False)
     assert proc.returncode == 2 and "must look like key=value" in proc.stderr
+
+
+def test_reported_thresholds_are_rounded(synthetic, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(synthetic, run, "optim.epochs=1",
+                                           "eval.cam_curve_interval=0.001")), progress=False)
+    text = (run / "results.json").read_text()
+    results = json.loads(text)
+    assert all(len(repr(t)) <= 6 for t in results["thresholds"])  # 0.346, not 0.34600000000000003
+    assert "0000000000" not in text

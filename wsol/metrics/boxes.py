@@ -160,12 +160,14 @@ class BoxAccumulator(CountAccumulator):
         by_iou = {k: float(curves[mode][i].max()) for i, k in enumerate(keys)}
         out: dict[str, Any] = {
             "num_images": n,
-            "thresholds": self.thresholds.tolist(),
+            # reported rounded (np.arange gives 0.34600000000000003); counting used the exact grid
+            "thresholds": [round(float(t), 10) for t in self.thresholds],
             "MaxBoxAcc": (float(curves[V1][self.iou_thresholds.index(50)].max())
                           if 50 in self.iou_thresholds else None),
             "MaxBoxAccV2": float(np.mean([curves[V2][i].max() for i in range(len(keys))])),
             "max_box_acc_by_iou": by_iou,
-            "best_threshold_by_iou": {k: float(self.thresholds[int(curves[mode][i].argmax())])
+            "best_threshold_by_iou": {k: round(float(self.thresholds[int(curves[mode][i].argmax())]),
+                                               10)
                                       for i, k in enumerate(keys)},
             "box_acc_curves": {k: curves[mode][i].tolist() for i, k in enumerate(keys)},
             "gt_known_loc": by_iou.get("50"),
@@ -183,7 +185,8 @@ class BoxAccumulator(CountAccumulator):
             out[f"{name}_loc_by_iou"] = loc
             out[f"{name}_loc"] = loc.get("50")
         if self.score_histograms:
-            out["score_histograms"] = {"bin_edges": bin_edges(self.thresholds).tolist(),
+            out["score_histograms"] = {"bin_edges": [round(float(e), 10)
+                                                     for e in bin_edges(self.thresholds)],
                                        "inside_gt_boxes": self.fg_hist.tolist(),
                                        "outside_gt_boxes": self.bg_hist.tolist()}
         return out
