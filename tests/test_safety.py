@@ -353,3 +353,12 @@ def test_class_names_from_the_metadata_are_stored_in_the_checkpoint(synthetic, t
     train(tiny_config(synthetic, run, "optim.epochs=1"), progress=False)
     state = load_checkpoint(run / "checkpoints" / "best.pt")
     assert state["class_names"] == names.read_text().splitlines()
+
+
+def test_an_unwritable_output_fails_before_the_evaluation(trained, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run_cli("evaluate", "--checkpoint", str(trained / "checkpoints" / "best.pt"),
+                   "--split", "test", "--output", str(blocker / "results.json"), check=False)
+    assert proc.returncode == 2 and "cannot write there" in proc.stderr
+    assert "nothing was evaluated" in proc.stderr and "Traceback" not in proc.stderr

@@ -73,6 +73,22 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
+def check_writable(output: Path) -> None:
+    """Fail before the evaluation, not after it, when ``output`` cannot be written (its
+    directory is created and a probe file is written and removed there)."""
+    import tempfile
+
+    from wsol.errors import UserError
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=".wsol-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"--output {output}: cannot write there ({exc.strerror or exc}); "
+                        "nothing was evaluated") from None
+
+
 def default_output(args: argparse.Namespace, method, config: dict) -> tuple[Path, dict]:
     """The default results file of this evaluation and the settings that name it."""
     from wsol.engine.data import split_dir_name
@@ -137,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and not args.force:
         raise FileExistsError(f"{output} exists (the same evaluation was written there before);"
                               " use --force to overwrite or --output elsewhere")
+    check_writable(output)
     if args.save_scoremaps and Path(args.save_scoremaps).exists() and any(
             Path(args.save_scoremaps).iterdir()) and not args.force:
         raise FileExistsError(f"{args.save_scoremaps} is not empty; use --force")
