@@ -8,14 +8,31 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO
+
+from wsol.cli import main
+
+
+class _Proc:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(*args: str, check: bool = True, capsys=None) -> _Proc:
+    """``wsol ARGS`` in this process (the command line is the same code as the subprocess)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    if check:
+        assert code == 0, err
+    return _Proc(code, out, err)
 
 from wsol.config import list_configs, load_config, resolve_config_path
 
 
-def test_config_show_prints_the_resolved_config_and_every_option():
+def test_config_show_prints_the_resolved_config_and_every_option(capsys):
     proc = run_cli("config", "show", "cream_efficientnet_lite0_cub10", "method.iterations=3",
-                   "optim.lr=1e-3")
+                   "optim.lr=1e-3", capsys=capsys)
     text, _, options = proc.stdout.partition("\n\n# options of model")
     config = yaml.safe_load(text)
     assert config["method"]["iterations"] == 3 and config["optim"]["lr"] == pytest.approx(1e-3)
@@ -37,23 +54,23 @@ def test_config_show_prints_the_resolved_config_and_every_option():
         assert f"#   {name} = " in options, name
 
 
-def test_config_show_names_an_unknown_method():
-    proc = run_cli("config", "show", "method.name=nosuch", check=False)
+def test_config_show_names_an_unknown_method(capsys):
+    proc = run_cli("config", "show", "method.name=nosuch", check=False, capsys=capsys)
     assert proc.returncode == 2 and "nosuch" in proc.stderr and "wsol methods" in proc.stderr
 
 
-def test_models_and_methods_list_the_registries():
+def test_models_and_methods_list_the_registries(capsys):
     from wsol.methods import list_methods
     from wsol.models import list_models
 
-    assert run_cli("models").stdout.split() == list_models()
-    assert run_cli("methods").stdout.split() == list_methods()
-    verbose = run_cli("models", "tiny*", "-v").stdout
+    assert run_cli("models", capsys=capsys).stdout.split() == list_models()
+    assert run_cli("methods", capsys=capsys).stdout.split() == list_methods()
+    verbose = run_cli("models", "tiny*", "-v", capsys=capsys).stdout
     assert verbose.startswith("tiny_cnn") and "width = 16" in verbose
 
 
-def test_config_list_and_shipped_names():
-    names = run_cli("config", "list").stdout.split()
+def test_config_list_and_shipped_names(capsys):
+    names = run_cli("config", "list", capsys=capsys).stdout.split()
     assert names == list_configs() and "cam_efficientnet_lite0_cub10" in names
     assert resolve_config_path("cam_resnet50_cub").is_file()
 
