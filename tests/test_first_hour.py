@@ -54,7 +54,6 @@ def test_overrides_may_be_split_around_options(synthetic, tmp_path):
     parser = build_parser(parser_args)
     args, extra = parser.parse_known_args(parser_args)
     assert extra == ["seed=3"]
-    capsys = None  # in-process calls below print to the real stderr; check the return codes
     assert main(["train", "--run-dir", str(tmp_path / "r"), "optim.epochs=1", "--no-progress",
                  "optim.epochs=0"]) == 2  # the second override was read (epochs 0 refused)
     with pytest.raises(SystemExit):
