@@ -4,8 +4,7 @@
 # behind `wsol evaluate-maps`) does not import every sibling and torch with it.
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wsol.utils.lazy import lazy_exports
 
 _LAZY = {
     "EvalTransform": "wsol.data.transforms",
@@ -34,13 +33,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
