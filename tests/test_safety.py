@@ -362,3 +362,28 @@ def test_an_unwritable_output_fails_before_the_evaluation(trained, tmp_path):
                    "--split", "test", "--output", str(blocker / "results.json"), check=False)
     assert proc.returncode == 2 and "cannot write there" in proc.stderr
     assert "nothing was evaluated" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_force_removes_only_its_own_output(tmp_path):
+    from wsol.commands.demo import DEMO_MARKER, clear_demo_dir
+
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    with pytest.raises(RunDirError, match="not a wsol demo output"):
+        clear_demo_dir(foreign, force=True)
+    assert (foreign / "chapter1.tex").read_text() == "precious"
+    demo = tmp_path / "demo"
+    (demo / "run").mkdir(parents=True)
+    (demo / DEMO_MARKER).write_text("{}")
+    (demo / "summary.json").write_text("{}")
+    (demo / "mine.txt").write_text("keep")
+    with pytest.raises(RunDirError, match="mine.txt"):
+        clear_demo_dir(demo, force=True)
+    assert (demo / "summary.json").exists() and (demo / "mine.txt").exists()
+    (demo / "mine.txt").unlink()
+    clear_demo_dir(demo, force=True)
+    assert not any(demo.iterdir())
+    with pytest.raises(FileExistsError):
+        (demo / "x").write_text("x")
+        clear_demo_dir(demo, force=False)

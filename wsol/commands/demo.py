@@ -20,6 +20,36 @@ NAME = "demo"
 HELP = "run the whole pipeline on a synthetic dataset (CPU, a few minutes)"
 
 
+#: What `wsol demo` writes into --out; `--force` removes these and nothing else.
+DEMO_MARKER = ".wsol-demo.json"
+DEMO_ENTRIES = (DEMO_MARKER, "data", "run", "summary.json", "overlays.png")
+
+
+def clear_demo_dir(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force``; with ``force`` refuse a directory that is
+    not a demo output (no marker) or holds anything the demo does not write, then remove only
+    the demo's own entries."""
+    from wsol.errors import RunDirError
+
+    if not (out.exists() and any(out.iterdir())):
+        return
+    if not force:
+        raise FileExistsError(f"{out} exists and is not empty; use --force or another --out")
+    if not (out / DEMO_MARKER).is_file():
+        raise RunDirError(f"--force: {out} is not a wsol demo output (no {DEMO_MARKER}); "
+                          "refusing to delete anything in it")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+    if foreign:
+        raise RunDirError(f"--force: {out} holds entries the demo did not write "
+                          f"({', '.join(foreign[:3])}); refusing to delete anything")
+    for name in DEMO_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="wsol-demo", help="output directory (default wsol-demo)")
     parser.add_argument("--epochs", type=int, default=12)
@@ -66,10 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from wsol.viz.grid import plot_method_grid
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise FileExistsError(f"{out} exists and is not empty; use --force or another --out")
-        shutil.rmtree(out)
+    clear_demo_dir(out, args.force)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text(json.dumps({"format": "wsol-demo"}) + "\n")
     data, run_dir = out / "data", out / "run"
     print(f"[1/5] synthetic dataset -> {data}")
     make_synthetic(data, image_size=args.image_size, seed=args.seed)
