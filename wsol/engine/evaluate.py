@@ -28,7 +28,6 @@ from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is
 from wsol.localization.pipeline import EVAL_TYPES, compute_maps
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
-from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
 from wsol.metrics.inside import inside_outside_means
 
 
@@ -108,8 +107,7 @@ def evaluate(
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
         score_histograms=metadata.boxes is not None,  # fg/bg score histograms (paper's Fig. 1)
         num_threads=num_threads)  # box counting runs in a pool, overlapping the next forward
-    gt_boxes = (gt_boxes_in_eval_geometry(metadata, image_size) if metadata.boxes is not None
-                else None)
+    gt_boxes = evaluator.gt_boxes  # computed once, by the evaluator
     polarity = torch.zeros(2, dtype=torch.int64, device=device)  # defined, inside > outside
     if channels_last:
         inner.to(memory_format=torch.channels_last)

@@ -112,6 +112,11 @@ class LocalizationEvaluator:
         self.multi_contour = bool(multi_contour)
 
     @property
+    def gt_boxes(self) -> dict[str, np.ndarray] | None:
+        """GT boxes by image id in the evaluation geometry (box splits), else None."""
+        return self._gt_boxes if self.boxes is not None else None
+
+    @property
     def accumulators(self) -> list[CountAccumulator]:
         main = self.boxes if self.boxes is not None else self.masks
         return [main, self.classification]
