@@ -9,19 +9,22 @@ evaluated on the 243 test images through the engine's evaluation (the one maps p
 CAM (`method.stage=cam`), CREAM calibrated and fused with the inference settings chosen on val
 by benchmarks/cub_subset.py (feature_normalization=l2, iterations=3, tau=0.3), B-CAM (its
 gradient map, eval type prob) and B-CAM's threshold-free mask. Runs that already finished are
-not retrained. Writes benchmarks/results/cub10_seeds.json.
+not retrained. Writes benchmarks/results/cub10_seeds.json; seeds already in that file and not
+named in ``--seeds`` are kept (with the commit that produced them, ``seed_commits``), so
+``--seeds 1 2`` adds two seeds to a finished seed 0 without retraining it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import REPO, write_result
+from _common import REPO, RESULTS, git_commit, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAccV2", "MaxBoxAcc", "inside_gt_share")
@@ -74,8 +77,16 @@ def main() -> None:
     if not (metadata / "train").is_dir():
         subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(SHARED_CUB),
                         "--out", str(metadata)], cwd=REPO, check=True)
-    per_seed: dict[str, dict] = {}
-    times: dict[str, float] = {}
+    previous_path = RESULTS / "cub10_seeds.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    wanted = {str(s) for s in args.seeds}
+    per_seed: dict[str, dict] = {s: v for s, v in previous.get("per_seed", {}).items()
+                                 if s not in wanted}
+    seed_commits: dict[str, str] = {s: previous.get("seed_commits", {}).get(s, previous["commit"])
+                                    for s in per_seed}
+    times: dict[str, float] = {k: v for k, v in previous.get("train_time_s", {}).items()
+                               if k.split("/")[-1] not in wanted}
+    commit = git_commit()
     for seed in args.seeds:
         runs = {"cream": Path(args.runs) / f"cub10-seed{seed}-cream",
                 "bcam": Path(args.runs) / f"cub10-seed{seed}-bcam"}
@@ -85,6 +96,7 @@ def main() -> None:
                                       metadata, [])
         per_seed[str(seed)] = {row: evaluate(runs[run], overrides, eval_type)
                                for row, (run, overrides, eval_type) in ROWS.items()}
+        seed_commits[str(seed)] = commit
         print(seed, {r: round(v["MaxBoxAccV2"], 2) for r, v in per_seed[str(seed)].items()},
               flush=True)
     table = {}
@@ -101,7 +113,8 @@ def main() -> None:
         "what": "CUB subset (classes 1-10): EfficientNet-Lite0 (ImageNet), 10 epochs on 250 "
                 "images, selection on the 50-image val split, test = 243 images; mean +- "
                 "sample std over seeds",
-        "seeds": args.seeds, "cream_inference_settings": CREAM_VAL_SETTINGS,
+        "seeds": sorted(int(s) for s in per_seed), "seed_commits": seed_commits,
+        "cream_inference_settings": CREAM_VAL_SETTINGS,
         "table": table, "per_seed": per_seed, "train_time_s": times})
 
 
