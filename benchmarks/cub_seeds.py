@@ -67,6 +67,27 @@ def evaluate(run_dir: Path, method_overrides: dict, eval_type: str,
             "box_acc_curve_50": res["box_acc_curves"]["50"]}
 
 
+def write_table(per_seed: dict, seed_commits: dict, times: dict) -> None:
+    """Mean +- sample std over the seeds done so far; written after every seed."""
+    table: dict = {}
+    for row in ROWS:
+        table[row] = {}
+        for key in KEYS:
+            values = [per_seed[s][row][key] for s in per_seed if per_seed[s][row].get(key)
+                      is not None]
+            if values:
+                table[row][key] = {"mean": round(statistics.mean(values), 2),
+                                   "std": round(statistics.stdev(values), 2)
+                                   if len(values) > 1 else 0.0, "values": values}
+    write_result("cub10_seeds", {
+        "what": "CUB subset (classes 1-10): EfficientNet-Lite0 (ImageNet), 10 epochs on 250 "
+                "images, selection on the 50-image val split, test = 243 images; mean +- "
+                "sample std over seeds",
+        "seeds": sorted(int(s) for s in per_seed), "seed_commits": seed_commits,
+        "cream_inference_settings": CREAM_VAL_SETTINGS,
+        "table": table, "per_seed": per_seed, "train_time_s": times})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -99,23 +120,7 @@ def main() -> None:
         seed_commits[str(seed)] = commit
         print(seed, {r: round(v["MaxBoxAccV2"], 2) for r, v in per_seed[str(seed)].items()},
               flush=True)
-    table = {}
-    for row in ROWS:
-        table[row] = {}
-        for key in KEYS:
-            values = [per_seed[s][row][key] for s in per_seed if per_seed[s][row].get(key)
-                      is not None]
-            if values:
-                table[row][key] = {"mean": round(statistics.mean(values), 2),
-                                   "std": round(statistics.stdev(values), 2)
-                                   if len(values) > 1 else 0.0, "values": values}
-    write_result("cub10_seeds", {
-        "what": "CUB subset (classes 1-10): EfficientNet-Lite0 (ImageNet), 10 epochs on 250 "
-                "images, selection on the 50-image val split, test = 243 images; mean +- "
-                "sample std over seeds",
-        "seeds": sorted(int(s) for s in per_seed), "seed_commits": seed_commits,
-        "cream_inference_settings": CREAM_VAL_SETTINGS,
-        "table": table, "per_seed": per_seed, "train_time_s": times})
+        write_table(per_seed, seed_commits, times)
 
 
 if __name__ == "__main__":
