@@ -106,3 +106,94 @@ def test_zoo_method_with_cream_trains_fits_and_evaluates_through_the_cli(synthet
     state = torch.load(fitted, weights_only=False)
     assert state["config"]["method"]["name"] == "adl" and state["config"]["method"]["cream"]
     assert int(state["state_dict"]["update_count"].sum()) > 0
+
+
+# ------------------------------------------------------------ inference_tau and select_stage
+def test_inference_tau_changes_the_calibration_region_only(one_thread):
+    """``inference_tau`` moves the Eq.11 region at inference; the Eq.3 training mask keeps
+    ``tau``; ``None`` is ``tau`` (the paper's single value)."""
+    trained = _train("cam", True)
+    torch.manual_seed(0)
+    images, classes = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    labels = torch.tensor([0, 1, 2, 1])
+
+    def variant(**kw):
+        # pi_init="cam" makes the EM start depend on the Eq.3 region, so the region's threshold
+        # shows in the responsibilities (calibration alone only flips whole maps).
+        method = build_method("cream", create_model("tiny_cnn", num_classes=3, width=4),
+                              pi_init="cam", **kw)
+        method.load_state_dict(trained.state_dict())
+        return method.eval()
+
+    same, moved = variant(tau=0.2), variant(tau=0.2, inference_tau=0.7)
+    assert same.inference_tau == 0.2 and moved.inference_tau == 0.7
+    with torch.no_grad():
+        out = same(images)
+        a, b = same.maps_by_stage(out, classes), moved.maps_by_stage(out, classes)
+        torch.testing.assert_close(a["cam"], b["cam"])
+        assert not torch.allclose(a["calibrated"], b["calibrated"])
+        # The training-time Eq.3-4 means use tau, whatever inference_tau is.
+        for x, y in zip(same._batch_means(out, labels), moved._batch_means(out, labels)):
+            torch.testing.assert_close(x, y)
+    torch.testing.assert_close(variant(tau=0.7).maps_by_stage(out, classes)["calibrated"],
+                               b["calibrated"])
+    with pytest.raises(Exception, match="inference_tau"):
+        variant(inference_tau=float("nan"))
+
+
+def test_shipped_cub10_configs_are_the_settings_the_readme_reports():
+    """The CUB-subset configs carry the CREAM inference setting the headline table was measured
+    with (benchmarks/results/cub10_seeds.json) and select best.pt on the plain map."""
+    import json
+    from pathlib import Path
+
+    from wsol.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    measured = json.loads((repo / "benchmarks/results/cub10_seeds.json").read_text())
+    chosen = measured["cream_inference_settings"]
+    for name in ("cream", "has", "acol", "spg", "adl", "cutmix"):
+        cfg = load_config(repo / "configs" / f"{name}_efficientnet_lite0_cub10.yaml")
+        method = cfg["method"]
+        assert method["stage"] == "calibrated", name
+        assert method["iterations"] == chosen["iterations"], name
+        assert method["feature_normalization"] == chosen["feature_normalization"], name
+        assert method["inference_tau"] == chosen["tau"], name
+        assert method["tau"] == 0.2, name  # the embeddings are learned with the paper's tau
+        assert cfg["train"]["select_stage"] == "cam", name
+
+
+@pytest.mark.slow
+def test_select_stage_scores_validation_on_that_stage(synthetic, tmp_path):
+    """train.select_stage=cam: the val metric of every epoch is the CAM map's, while the final
+    test evaluation uses the configured stage (calibrated)."""
+    import csv
+    import json
+
+    from wsol.engine.checkpoint import load_method
+    from wsol.engine.train import evaluate_split
+
+    run_dir = tmp_path / "run"
+    run_cli("train", *tiny_overrides(synthetic, run_dir, "method.name=cream", "optim.epochs=1",
+                                     "method.stage=calibrated", "train.select_stage=cam"))
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    best = run_dir / "checkpoints" / "best.pt"
+    scores = {}
+    for stage in ("cam", "calibrated"):
+        method, info = load_method(best, method_overrides={"stage": stage})
+        scores[stage] = evaluate_split(method, info["config"], "val", torch.device("cpu"),
+                                       method.backbone)["MaxBoxAccV2"]
+        if stage == "calibrated":
+            test = evaluate_split(method, info["config"], "test", torch.device("cpu"),
+                                  method.backbone)["MaxBoxAccV2"]
+    assert scores["cam"] != scores["calibrated"]
+    assert float(rows[-1]["val_MaxBoxAccV2"]) == pytest.approx(scores["cam"])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["MaxBoxAccV2"] == pytest.approx(test)
+    assert results["select_stage"] == "cam"
+    assert info["config"]["method"]["stage"] == "calibrated"
+    # A method without map stages refuses the option before training.
+    proc = run_cli("train", *tiny_overrides(synthetic, tmp_path / "cam", "method.name=cam",
+                                            "train.select_stage=cam"), check=False)
+    assert proc.returncode != 0 and "select_stage" in proc.stderr
+    assert not (tmp_path / "cam").exists()

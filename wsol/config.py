@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "eval_every": 1,  # evaluate on the val split every N epochs (and after the last)
         "select_metric": "MaxBoxAccV2",  # val metric that picks best.pt (any key of results)
+        "select_stage": None,  # map stage validation scores (CREAM: cam); null = method.stage
         "amp": False,  # false | bf16 (CPU and CUDA autocast) | fp16 (CUDA, GradScaler) | true = bf16
         "channels_last": False,  # NHWC memory format for the model and the input batches
         "check_every": 50,  # check the summed loss for NaN/inf every N steps (no per-step sync)

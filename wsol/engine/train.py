@@ -31,6 +31,7 @@ from wsol.engine.loop import StepOutput, Task, check_loop_config, finished_resul
 from wsol.engine.rundir import RunDir
 from wsol.errors import ConfigError
 from wsol.metrics.results import metric_names
+from wsol.utils.checks import check_choice
 from wsol.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["ClassifierTask", "evaluate_split", "final_evaluation", "preflight", "train"]
@@ -123,6 +124,21 @@ def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
     return train_meta, others
 
 
+def check_select_stage(method, stage: str | None) -> str | None:
+    """``train.select_stage``: the map stage that validation scores (so the one ``best.pt`` is
+    selected on), e.g. ``cam`` to select a CREAM run on the method's own map and report the
+    configured ``method.stage`` (calibrated, fused) on test. ``None``: the configured stage."""
+    if stage is None:
+        return None
+    stages = getattr(type(method), "stages", None)
+    if not hasattr(method, "stage") or not stages:
+        raise ConfigError(f"train.select_stage={stage!r}: method {method.name!r} has no map "
+                          "stages (only CREAM and its add-on have: set method.cream=true or "
+                          "remove train.select_stage)")
+    check_choice("train", "select_stage", stage, stages)
+    return stage
+
+
 class ClassifierTask(Task):
     """A WSOL method trained with its own loss on image-level labels."""
 
@@ -139,6 +155,7 @@ class ClassifierTask(Task):
         self.train_set, _, _ = build_split(config, data["train_split"], train=True,
                                            backbone=self.method.backbone, metadata=train_meta)
         self.select_metric = config["train"]["select_metric"] if data.get("val_split") else None
+        self.select_stage = check_select_stage(self.method, config["train"].get("select_stage"))
         self.class_names, _ = class_names_of(config)
         self.checkpoint_extra = {"class_names": self.class_names}
 
@@ -163,7 +180,13 @@ class ClassifierTask(Task):
         val = self.config["data"].get("val_split")
         if not val:
             return None
-        return evaluate_split(self.method, self.config, val, device, self.method.backbone)
+        if self.select_stage is None:
+            return evaluate_split(self.method, self.config, val, device, self.method.backbone)
+        configured, self.method.stage = self.method.stage, self.select_stage
+        try:
+            return evaluate_split(self.method, self.config, val, device, self.method.backbone)
+        finally:
+            self.method.stage = configured
 
     def final_evaluation(self, run_dir: Path, device: torch.device, progress: bool) -> dict:
         return final_evaluation(self.method, self.config, run_dir, device, progress)
@@ -241,7 +264,8 @@ def final_evaluation(method, config: dict, run_dir: Path, device: torch.device,
     state = load_checkpoint(chosen, map_location="cpu")
     out: dict = {"checkpoint": str(chosen), "epoch": state["epoch"],
                  "selected_on": config["data"].get("val_split"),
-                 "select_metric": config["train"]["select_metric"], "splits": {}}
+                 "select_metric": config["train"]["select_metric"],
+                 "select_stage": config["train"].get("select_stage"), "splits": {}}
     for split in config["data"]["test_splits"]:
         results = evaluate_split(unwrap(method), config, split, device, unwrap(method).backbone,
                                  progress=progress)

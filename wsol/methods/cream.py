@@ -326,9 +326,8 @@ def fuse(z_hat: Tensor, cam: Tensor) -> Tensor:
 CREAM_OPTIONS: dict[str, Any] = {
     "tau": 0.2, "gamma": 0.8, "scale": 8.0, "iterations": 2, "stage": "fused", "init_seed": 0,
     "init_std": 1.0, "feature_normalization": "none", "pi_init": "uniform", "skip_empty": "both",
+    "inference_tau": None,
 }
-
-
 
 def check_em_options(who: str, *, tau: float, scale: float, iterations: int, stage: str,
                      feature_normalization: str, pi_init: str) -> None:
@@ -358,6 +357,11 @@ class CreamAddon(WSOLMethod):
 
     Args (keywords; the others go to the method):
         tau: CAM threshold of Eq.3 (training mask and calibration region), 0.2.
+        inference_tau: [inferred] the Eq.3 threshold of the inference calibration region (Eq.11)
+            and of ``pi_init="cam"`` when it should differ from the training ``tau``; ``None``
+            (default) uses ``tau``, the paper's single value. The embeddings are learned with
+            ``tau`` either way, so a value selected on val for inference can be shipped next to
+            the training one (the CUB-subset configs: training 0.2, inference 0.3).
         gamma: momentum of Eq.4, 0.8 (Table 8).
         scale: ``s`` of Eq.7, 8.
         iterations: EM iterations ``T`` (Table 7; 0 = the method's plain map). See
@@ -387,11 +391,13 @@ class CreamAddon(WSOLMethod):
     """
 
     with_cream = True
+    stages = STAGES
 
     def __init__(self, backbone: WSOLBackbone, *, tau: float = 0.2, gamma: float = 0.8,
                  scale: float = 8.0, iterations: int = 2, stage: str = "fused",
                  init_seed: int = 0, init_std: float = 1.0, feature_normalization: str = "none",
-                 pi_init: str = "uniform", skip_empty: str = "both", **method_kwargs: Any) -> None:
+                 pi_init: str = "uniform", skip_empty: str = "both",
+                 inference_tau: float | None = None, **method_kwargs: Any) -> None:
         super().__init__(backbone, **method_kwargs)
         if self.maps_need_grad:
             raise ValueError(f"CREAM cannot be added to {self.name!r}: its map needs gradients "
@@ -400,11 +406,14 @@ class CreamAddon(WSOLMethod):
             raise ValueError(f"CREAM: gamma must be in [0, 1], got {gamma}")
         check_em_options("CREAM", tau=tau, scale=scale, iterations=iterations, stage=stage,
                          feature_normalization=feature_normalization, pi_init=pi_init)
+        if inference_tau is not None and not math.isfinite(inference_tau):
+            raise ConfigError(f"CREAM: inference_tau must be finite or null, got {inference_tau}")
         if skip_empty not in _SKIP_EMPTY:
             raise ValueError(f"CREAM: skip_empty must be one of {_SKIP_EMPTY}, got {skip_empty!r}")
         if not init_std > 0:
             raise ValueError(f"CREAM: init_std must be > 0, got {init_std}")
         self.tau = float(tau)
+        self.inference_tau = self.tau if inference_tau is None else float(inference_tau)
         self.gamma = float(gamma)
         self.scale = float(scale)
         self.iterations = int(iterations)
@@ -422,7 +431,8 @@ class CreamAddon(WSOLMethod):
         self.register_buffer("update_count", torch.zeros(2, num_classes, dtype=torch.long))
 
     def extra_repr(self) -> str:
-        return (f"method={self.name}, cream: tau={self.tau}, gamma={self.gamma}, "
+        return (f"method={self.name}, cream: tau={self.tau}, "
+                f"inference_tau={self.inference_tau}, gamma={self.gamma}, "
                 f"scale={self.scale}, iterations={self.iterations}, stage={self.stage!r}, "
                 f"feature_normalization={self.feature_normalization!r}, "
                 f"pi_init={self.pi_init!r}, skip_empty={self.skip_empty!r}")
@@ -486,7 +496,7 @@ class CreamAddon(WSOLMethod):
         bsz, _, h, w = features.shape
         classes = classes.to(self.fg_embeddings.device)
         mu_init = torch.stack([self.fg_embeddings[classes], self.bg_embeddings[classes]], dim=1)
-        region = cam_guided_mask(cams, self.tau).reshape(bsz, h * w)
+        region = cam_guided_mask(cams, self.inference_tau).reshape(bsz, h * w)
         pi = None
         if self.pi_init == "cam":
             frac = region.float().mean(dim=1).clamp(0.01, 0.99)
@@ -546,11 +556,12 @@ class CREAM(CreamAddon, CAM):
     def __init__(self, backbone: WSOLBackbone, tau: float = 0.2, gamma: float = 0.8,
                  scale: float = 8.0, iterations: int = 2, stage: str = "fused",
                  init_seed: int = 0, init_std: float = 1.0, feature_normalization: str = "none",
-                 pi_init: str = "uniform", skip_empty: str = "both") -> None:
+                 pi_init: str = "uniform", skip_empty: str = "both",
+                 inference_tau: float | None = None) -> None:
         super().__init__(backbone, tau=tau, gamma=gamma, scale=scale, iterations=iterations,
                          stage=stage, init_seed=init_seed, init_std=init_std,
                          feature_normalization=feature_normalization, pi_init=pi_init,
-                         skip_empty=skip_empty)
+                         skip_empty=skip_empty, inference_tau=inference_tau)
 
     @classmethod
     def from_cam(cls, cam_method_or_backbone: WSOLMethod | WSOLBackbone, **kwargs: Any) -> CREAM:

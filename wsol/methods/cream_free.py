@@ -98,6 +98,7 @@ class TrainingFreeCREAM(WSOLMethod):
     """
 
     name = "cream_free"
+    stages = STAGES
 
     def __init__(self, backbone: WSOLBackbone, init: str = "self", class_specific: bool = False,
                  tau: float = 0.2, scale: float = 8.0, iterations: int = 2,
