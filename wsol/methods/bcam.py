@@ -84,6 +84,9 @@ Large objects, few classes: why the maps invert, and the polarity check [inferre
   (it flipped 46 % of the correct maps on the 10-class crops and 77 % on CUB). "none" is the
   official behaviour. The check uses the raw map
   at feature resolution, and :func:`wsol.metrics.inside.inside_gt_share` measures the result.
+  tests/test_bcam_inversion_synthetic.py reproduces the inversion on a synthetic set (the same
+  object in every class, filling most of the image, the class told by the background): inside
+  share 0.25 with ``polarity="none"``, 0.83 with ``"border"``.
 
 Deviations (documented, [inferred]):
 
