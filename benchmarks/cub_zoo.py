@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, write_result
+from _common import REPO, RESULTS, git_commit, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 METHODS = ("cam", "has", "acol", "spg", "adl", "cutmix")
@@ -109,7 +109,7 @@ def plot_fig6(results: dict, path: Path) -> Path | None:
 
     from wsol.viz._figure import new_figure, save_png
 
-    methods = [m for m in FIG6_METHODS if m in results]
+    methods = [m for m in FIG6_METHODS if "plain" in results.get(m, {})]
     if not methods:
         return None
     fig = new_figure(7.0, 4.2)
@@ -130,6 +130,14 @@ def plot_fig6(results: dict, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return save_png(fig, path)
+
+
+def write(name: str, cream_settings: str, results: dict) -> None:
+    write_result(name, {
+        "what": "wsolevaluation zoo + CREAM on the CUB subset (EfficientNet-Lite0, ImageNet "
+                "weights, CAM baseline budget, selection on val by the method's own map)",
+        "cream_inference_overrides": CREAM_SETTINGS[cream_settings],
+        "methods": results})
 
 
 def main() -> None:
@@ -153,6 +161,8 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     results: dict = dict(previous.get("methods", {}))
+    for entry in results.values():        # entries written before per-method commits existed
+        entry.setdefault("commit", previous.get("commit"))
     png = RESULTS / f"{args.name}_fig6.png"
     if args.plot_only:
         print(f"wrote {plot_fig6(results, png)}")
@@ -164,13 +174,22 @@ def main() -> None:
     budget_key = {"epochs": args.epochs, "max_steps_per_epoch": args.max_steps,
                   "cream_settings": args.cream_settings}
     for method in methods:
-        if results.get(method, {}).get("budget") == budget_key:
+        done = results.get(method, {})
+        if done.get("budget") == budget_key and "failed" not in done:
             print(f"{method}: already in {path}, skipped")
             continue
         run_dir = Path(args.runs_dir) / method
         t0 = time.time()
         entry = {"config": str(config_for(method).relative_to(REPO)), "budget": budget_key,
-                 "training": train(method, run_dir, metadata, budget)}
+                 "commit": git_commit()}
+        try:
+            entry["training"] = train(method, run_dir, metadata, budget)
+        except subprocess.CalledProcessError as err:   # e.g. a diverged training: go on
+            print(f"{method}: training failed ({err}); see {run_dir}", flush=True)
+            results[method] = {**entry, "failed": f"wsol train exited with {err.returncode}",
+                               "run_dir": str(run_dir)}
+            write(args.name, args.cream_settings, results)
+            continue
         for key, stage in STAGES.items():
             entry[key] = evaluate(run_dir, metadata, stage, CREAM_SETTINGS[args.cream_settings])
         entry["wall_time_s"] = round(time.time() - t0, 1)
@@ -178,11 +197,7 @@ def main() -> None:
         print(f"{method}: MaxBoxAccV2 plain {entry['plain']['MaxBoxAccV2']:.1f}, "
               f"+CREAM calibrated {entry['cream_calibrated']['MaxBoxAccV2']:.1f}, "
               f"fused {entry['cream_fused']['MaxBoxAccV2']:.1f}", flush=True)
-        write_result(args.name, {
-            "what": "wsolevaluation zoo + CREAM on the CUB subset (EfficientNet-Lite0, ImageNet "
-                    "weights, CAM baseline budget, selection on val by the method's own map)",
-            "cream_inference_overrides": CREAM_SETTINGS[args.cream_settings],
-            "methods": results})
+        write(args.name, args.cream_settings, results)
     print(f"wrote {plot_fig6(results, png)}")
 
 
