@@ -25,6 +25,8 @@ selection: ``configs/{method}_efficientnet_lite0_cub10.yaml``, for CAM
 Resumable: a method already in the JSON with the same budget is skipped; a run directory with a
 ``last.pt`` but no ``results.json`` is resumed. ``--epochs`` / ``--max-steps`` shrink the budget
 for smoke tests (the JSON records the budget; a smoke result is not the benchmark).
+``--last-epoch`` also evaluates each run's ``last.pt`` (plain and CREAM calibrated) into
+``"last_epoch"``: a diagnostic of the val selection, not the benchmark.
 """
 
 from __future__ import annotations
