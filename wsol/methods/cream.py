@@ -329,6 +329,7 @@ CREAM_OPTIONS: dict[str, Any] = {
     "inference_tau": None,
 }
 
+
 def check_em_options(who: str, *, tau: float, scale: float, iterations: int, stage: str,
                      feature_normalization: str, pi_init: str) -> None:
     """Validate the inference options shared by CREAM and training-free CREAM (Eq.3 ``tau``,
