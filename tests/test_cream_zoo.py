@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_overrides
+from wsol.errors import ConfigError
 from wsol.methods import build_method
 from wsol.methods.cream import CREAM, CREAM_OPTIONS, fit_embeddings
 from wsol.models import create_model
@@ -137,7 +138,7 @@ def test_inference_tau_changes_the_calibration_region_only(one_thread):
             torch.testing.assert_close(x, y)
     torch.testing.assert_close(variant(tau=0.7).maps_by_stage(out, classes)["calibrated"],
                                b["calibrated"])
-    with pytest.raises(Exception, match="inference_tau"):
+    with pytest.raises(ConfigError, match="inference_tau"):
         variant(inference_tau=float("nan"))
 
 
