@@ -10,9 +10,11 @@ are higher on the image border than inside are flipped and the map sits on the o
 
 What this set does not reproduce: on the real crops CAM's map stayed on the bird (ImageNet
 features fire on it); here the tiny CNN is trained from scratch and has no such prior, so its
-CAM is on the context too. The test is about B-CAM's maps before and after the check.
-Measured with seeds 0/1/2 of the data and the training: inside share 0.25/0.30/0.35 without
-the check, 0.83/0.85/0.90 with it.
+CAM is on the context too (inside share 0.38, seed 0, asserted < 0.5 below). The test is about
+B-CAM's maps before and after the check.
+Measured by this test, seeds 0 / 1 / 2 of the data and the training: inside share 0.23 / 0.15 /
+0.27 without the check, 0.85 / 0.87 / 0.93 with it; MaxBoxAccV2 54.4 -> 56.7, 51.1 -> 51.1
+(higher in the next digits), 59.4 -> 66.7.
 """
 
 from __future__ import annotations
@@ -58,18 +60,25 @@ def make_context_set(out: Path, per_class: dict[str, int], size: int = 64, seed:
                                 boxes=boxes), out / "metadata" / split)
 
 
-@pytest.mark.slow
-def test_bcam_maps_invert_on_large_objects_without_the_polarity_check(tmp_path, one_thread):
+def train_on_context_set(tmp_path: Path, seed: int, *method: str) -> Path:
+    """Make the set and train the tiny CNN on it for 20 epochs; returns the run directory."""
     data, run = tmp_path / "data", tmp_path / "run"
-    make_context_set(data, {"train": 24, "val": 20, "test": 20})
+    make_context_set(data, {"train": 24, "val": 20, "test": 20}, seed=seed)
     config = load_config(None, [
-        f"run_dir={run}", "seed=0", "device=cpu", "model.name=tiny_cnn", "model.width=8",
+        f"run_dir={run}", f"seed={seed}", "device=cpu", "model.name=tiny_cnn", "model.width=8",
         f"data.root={data / 'images'}", f"data.metadata={data / 'metadata'}",
         "data.resize_size=72", "data.crop_size=64", "data.image_size=64", "data.batch_size=16",
         "data.eval_batch_size=32", "data.num_workers=0", "optim.lr=0.01", "optim.epochs=20",
-        "optim.lr_decay_every=100", "eval.cam_curve_interval=0.01",
-        "method.name=bcam", "method.variant=cub", "method.polarity=none"])
+        "optim.lr_decay_every=100", "eval.cam_curve_interval=0.01", *method])
     train(config, progress=False)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bcam_maps_invert_on_large_objects_without_the_polarity_check(seed, tmp_path, one_thread):
+    run = train_on_context_set(tmp_path, seed, "method.name=bcam", "method.variant=cub",
+                               "method.polarity=none")
     results = {}
     for polarity in ("none", "border"):
         method, info = load_method(run / "checkpoints" / "last.pt",
@@ -82,3 +91,14 @@ def test_bcam_maps_invert_on_large_objects_without_the_polarity_check(tmp_path, 
     # After: the check flips those maps and the map sits on the object.
     assert results["border"]["inside_gt_share"] >= 0.75
     assert results["border"]["MaxBoxAccV2"] > results["none"]["MaxBoxAccV2"]
+
+
+@pytest.mark.slow
+def test_cam_is_on_the_context_too_on_this_set(tmp_path, one_thread):
+    """The limitation of the set (module docstring): trained from scratch, CAM's map also sits
+    where the class is told, so this set is about B-CAM's maps, not B-CAM against CAM."""
+    run = train_on_context_set(tmp_path, 0, "method.name=cam")
+    method, info = load_method(run / "checkpoints" / "last.pt")
+    res = evaluate_split(method, info["config"], "test", torch.device("cpu"), method.backbone)
+    assert res["top1_cls"] >= 90.0
+    assert res["inside_gt_share"] < 0.5
