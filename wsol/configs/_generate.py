@@ -79,9 +79,10 @@ def config(method: str, backbone: str, dataset: str) -> tuple[dict, list[str]]:
     return cfg, notes
 
 
-#: Per-method changes to the CUB-subset budget, each measured: SPG's side heads (at the new-layer
-#: lr, 10 x 0.005) blow up within an epoch (the B2 head's BCE went from 0.6 to 2110 in two steps,
-#: training loss NaN in epoch 2), so SPG trains at lr 0.001 (heads 0.01) [ours].
+#: Per-method changes to the CUB-subset budget, each measured: at the CAM budget's lr 0.005
+#: (side heads at 10x) SPG's mean training loss was 430 in epoch 1 (CAM's: 2.2) and NaN in
+#: epoch 2 (``wsol train --config configs/spg_efficientnet_lite0_cub10.yaml optim.lr=0.005``),
+#: so SPG trains at lr 0.001 (heads 0.01) [ours].
 CUB10_OPTIM = {"spg": {"lr": 0.001}}
 
 
