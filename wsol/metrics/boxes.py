@@ -42,6 +42,7 @@ from wsol.localization.boxes import (
     level_contours,
     quantize_maps,
 )
+from wsol.localization import leveltree
 from wsol.metrics.counts import CountAccumulator, MetricError, percent
 from wsol.metrics.histograms import bin_edges, score_bins
 
@@ -230,8 +231,14 @@ def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
     ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
     min_cut = float(iou_cut.min())
     correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
+    tree = leveltree.available()
     for n, (img, gt) in enumerate(zip(images, gts)):
-        correct[n] = image_best_iou(img, gt, thresholds, min_cut)[:, None, :] >= iou_cut[None]
+        if tree:  # one component tree per map; the same counts (wsol.localization.leveltree)
+            levels, index = distinct_levels(img, thresholds)
+            best = leveltree.level_best_ious(img, levels, gt, iou_cut)[:, index]
+        else:
+            best = image_best_iou(img, gt, thresholds, min_cut)
+        correct[n] = best[:, None, :] >= iou_cut[None]
     out = {"num_correct": correct.sum(axis=0, dtype=np.int64)}
     for name, f in zip(("top1_correct", "top5_correct"), flags):
         if f is not None:

@@ -1,0 +1,164 @@
+"""The component-tree evaluator (wsol.localization.leveltree) against per-level OpenCV tracing
+(wsol.localization.boxes.level_contours, itself checked against the reference's loop) and the
+reference's step-by-step loop: the same IoUs for v2, the same decisions at every cut for v1,
+the same counts through the accumulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsol.localization import leveltree
+from wsol.localization.boxes import distinct_levels, level_contours
+from wsol.localization.reference import reference_num_correct
+from wsol.metrics import boxes as box_metrics
+from wsol.metrics.boxes import BoxAccumulator
+
+pytestmark = pytest.mark.skipif(
+    not leveltree.available(),
+    reason="wsol.localization._leveltree is not built (no C compiler at install time)")
+
+CUTS = np.array([0.3, 0.5, 0.7])
+
+
+def _blobs(rng, h, w, n):
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((h, w))
+    for _ in range(n):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        s = rng.uniform(2, max(h, w) / 3)
+        out += rng.uniform(0.2, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return out / out.max()
+
+
+def _rings(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - h / 2 + rng.uniform(-3, 3), xx - w / 2 + rng.uniform(-3, 3))
+    return (np.cos(r / rng.uniform(1.5, 6)) + 1) / 2
+
+
+def _maps(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 60, size=2)
+    yield "noise", rng.random((h, w))
+    yield "coarse-noise", np.round(rng.random((h, w)) * 4) / 4
+    yield "blobs", _blobs(rng, h, w, int(rng.integers(1, 6)))
+    yield "rings", _rings(rng, h, w)
+    yield "blobs+noise", np.clip(_blobs(rng, h, w, 3) + 0.15 * rng.random((h, w)), 0, 1)
+
+
+def _gt(rng, h, w):
+    boxes = []
+    for _ in range(int(rng.integers(1, 4))):
+        x0, x1 = np.sort(rng.integers(0, w, size=2))
+        y0, y1 = np.sort(rng.integers(0, h, size=2))
+        boxes.append([x0, y0, x1, y1])
+    return np.asarray(boxes, dtype=np.int64)
+
+
+def _all_levels(img):
+    return np.arange(256, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_component_ious_match_opencv_contours(seed):
+    rng = np.random.default_rng(100 + seed)
+    for name, scoremap in _maps(seed):
+        img = (scoremap * 255).astype(np.uint8)
+        gt = _gt(rng, *img.shape)
+        levels, _ = distinct_levels(img, np.arange(0, 1, 0.001))
+        traced = level_contours(img, levels)
+        v1, v2 = traced.best_iou(gt)
+        fg_max, fg_min, fg_count, hole_max = leveltree.component_ious(img, levels, gt)
+        nonempty = traced.counts > 0
+        assert ((fg_count > 0) == nonempty).all(), name
+        # v2: every contour is a component's outer contour or a hole's: the same maximum.
+        assert np.array_equal(np.maximum(fg_max, hole_max)[nonempty], v2[nonempty]), name
+        # v1's box is some component's outer contour.
+        assert (fg_min[nonempty] <= v1[nonempty]).all() and (v1[nonempty] <= fg_max[nonempty]).all()
+        best = leveltree.level_best_ious(img, levels, gt, CUTS)
+        assert np.array_equal(best[1], v2), name
+        assert np.array_equal(best[0][:, None] >= CUTS, v1[:, None] >= CUTS), name
+
+
+def test_component_count_is_the_number_of_outer_contours():
+    rng = np.random.default_rng(7)
+    import cv2
+    for _ in range(20):
+        img = (rng.random((23, 31)) * 255).astype(np.uint8)
+        levels = np.arange(0, 256, 17, dtype=np.int64)
+        _, _, count, _ = leveltree.component_ious(img, levels, np.array([[0, 0, 5, 5]]))
+        for level, c in zip(levels, count):
+            binary = (img > level).astype(np.uint8)
+            contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+            outer = 0 if hierarchy is None else int((hierarchy[0, :, 3] < 0).sum())
+            assert c == outer
+
+
+def test_hole_box_is_the_hole_grown_by_one_pixel():
+    img = np.zeros((9, 9), np.uint8)
+    img[1:8, 1:8] = 200
+    img[3:5, 4:6] = 10  # a hole: rows 3-4, columns 4-5
+    # The hole's contour runs through columns 3-6, rows 2-5; its box ends one past that
+    # (x + w, y + h), as the reference's boxes do: (3, 2, 7, 6).
+    gt_hole = np.array([[3, 2, 7, 6]])
+    fg_max, _, count, hole_max = leveltree.component_ious(img, np.array([50]), gt_hole)
+    assert count.tolist() == [1] and hole_max.tolist() == [1.0] and fg_max[0] < 1.0
+    # The component's box: (1, 1, 8, 8), one past its last pixel.
+    fg_max, _, _, _ = leveltree.component_ious(img, np.array([50]), np.array([[1, 1, 8, 8]]))
+    assert fg_max.tolist() == [1.0]
+
+
+def test_background_touching_the_border_is_not_a_hole():
+    img = np.full((6, 6), 200, np.uint8)
+    img[2:4, 0:3] = 0  # open to the left border: a dent, not a hole
+    _, _, _, hole_max = leveltree.component_ious(img, np.array([100]), np.array([[0, 0, 2, 2]]))
+    assert hole_max.tolist() == [-1.0]
+
+
+def test_empty_foreground_and_argument_checks():
+    img = np.zeros((5, 5), np.uint8)
+    fg_max, fg_min, count, hole_max = leveltree.component_ious(img, np.array([0, 3]),
+                                                               np.array([[0, 0, 1, 1]]))
+    assert count.tolist() == [0, 0] and fg_max.tolist() == [-1, -1] and fg_min.tolist() == [2, 2]
+    best = leveltree.level_best_ious(img, np.array([0]), np.array([[0, 0, 0, 0]]), CUTS)
+    assert best.tolist() == [[1.0], [1.0]]  # the (0, 0, 0, 0) box
+    with pytest.raises(ValueError, match="ascending"):
+        leveltree.component_ious(img, np.array([3, 3]), np.array([[0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="shape"):
+        leveltree.component_ious(np.zeros((2, 2, 2), np.uint8), np.array([0]),
+                                 np.array([[0, 0, 1, 1]]))
+
+
+@pytest.mark.parametrize("multi_contour", [False, True])
+def test_accumulator_counts_equal_the_reference_loop(multi_contour):
+    rng = np.random.default_rng(3)
+    maps, gts = [], []
+    for seed in range(6):
+        for _, scoremap in _maps(seed):
+            maps.append(scoremap)
+            gts.append(_gt(rng, *scoremap.shape))
+    thresholds = np.arange(0, 1, 0.01)
+    ref = reference_num_correct(maps, gts, thresholds, (30, 50, 70), multi_contour)
+    acc = BoxAccumulator(thresholds, multi_contour=multi_contour, num_threads=1)
+    for scoremap, gt in zip(maps, gts):
+        acc.update(scoremap[None], [gt])
+    mode = 1 if multi_contour else 0
+    for i, d in enumerate((30, 50, 70)):
+        assert acc.num_correct[mode, i].tolist() == ref[d].tolist(), d
+
+
+def test_accumulator_counts_equal_without_the_helper(monkeypatch):
+    rng = np.random.default_rng(11)
+    maps = np.stack([np.clip(_blobs(rng, 40, 48, 4) + 0.1 * rng.random((40, 48)), 0, 1)
+                     for _ in range(16)])
+    gts = [_gt(rng, 40, 48) for _ in maps]
+    thresholds = np.arange(0, 1, 0.001)
+    with_tree = BoxAccumulator(thresholds, num_threads=1)
+    with_tree.update(maps, gts)
+    monkeypatch.setattr(box_metrics.leveltree, "_leveltree", None)
+    assert not leveltree.available()
+    traced = BoxAccumulator(thresholds, num_threads=1)
+    traced.update(maps, gts)
+    assert np.array_equal(with_tree.num_correct, traced.num_correct)
+    assert with_tree.num_correct[1].sum() > 0  # the maps do localize something
