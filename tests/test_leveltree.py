@@ -69,14 +69,16 @@ def test_component_ious_match_opencv_contours(seed):
         levels, _ = distinct_levels(img, np.arange(0, 1, 0.001))
         traced = level_contours(img, levels)
         v1, v2 = traced.best_iou(gt)
-        fg_max, fg_min, fg_count, hole_max = leveltree.component_ious(img, levels, gt)
+        fg_max, fg_min, fg_count, hole_max, v1_max, v1_min = leveltree.component_ious(
+            img, levels, gt)
         nonempty = traced.counts > 0
         assert ((fg_count > 0) == nonempty).all(), name
         # v2: every contour is a component's outer contour or a hole's: the same maximum.
         assert np.array_equal(np.maximum(fg_max, hole_max)[nonempty], v2[nonempty]), name
-        # v1's box is some component's outer contour.
-        assert (fg_min[nonempty] <= v1[nonempty]).all() and (v1[nonempty] <= fg_max[nonempty]).all()
-        best = leveltree.level_best_ious(img, levels, gt, CUTS)
+        # v1's box is the outer contour of one of the candidate components.
+        assert (v1_min[nonempty] <= v1[nonempty]).all() and (v1[nonempty] <= v1_max[nonempty]).all()
+        assert (fg_min <= v1_min).all() and (v1_max <= fg_max).all()
+        (best,) = leveltree.level_best_ious(img[None], [levels], [gt], CUTS)
         assert np.array_equal(best[1], v2), name
         assert np.array_equal(best[0][:, None] >= CUTS, v1[:, None] >= CUTS), name
 
@@ -87,7 +89,7 @@ def test_component_count_is_the_number_of_outer_contours():
     for _ in range(20):
         img = (rng.random((23, 31)) * 255).astype(np.uint8)
         levels = np.arange(0, 256, 17, dtype=np.int64)
-        _, _, count, _ = leveltree.component_ious(img, levels, np.array([[0, 0, 5, 5]]))
+        _, _, count, *_ = leveltree.component_ious(img, levels, np.array([[0, 0, 5, 5]]))
         for level, c in zip(levels, count):
             binary = (img > level).astype(np.uint8)
             contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -102,32 +104,71 @@ def test_hole_box_is_the_hole_grown_by_one_pixel():
     # The hole's contour runs through columns 3-6, rows 2-5; its box ends one past that
     # (x + w, y + h), as the reference's boxes do: (3, 2, 7, 6).
     gt_hole = np.array([[3, 2, 7, 6]])
-    fg_max, _, count, hole_max = leveltree.component_ious(img, np.array([50]), gt_hole)
+    fg_max, _, count, hole_max, _, _ = leveltree.component_ious(img, np.array([50]), gt_hole)
     assert count.tolist() == [1] and hole_max.tolist() == [1.0] and fg_max[0] < 1.0
     # The component's box: (1, 1, 8, 8), one past its last pixel.
-    fg_max, _, _, _ = leveltree.component_ious(img, np.array([50]), np.array([[1, 1, 8, 8]]))
+    fg_max, *_ = leveltree.component_ious(img, np.array([50]), np.array([[1, 1, 8, 8]]))
     assert fg_max.tolist() == [1.0]
 
 
 def test_background_touching_the_border_is_not_a_hole():
     img = np.full((6, 6), 200, np.uint8)
     img[2:4, 0:3] = 0  # open to the left border: a dent, not a hole
-    _, _, _, hole_max = leveltree.component_ious(img, np.array([100]), np.array([[0, 0, 2, 2]]))
+    hole_max = leveltree.component_ious(img, np.array([100]), np.array([[0, 0, 2, 2]]))[3]
     assert hole_max.tolist() == [-1.0]
 
 
 def test_empty_foreground_and_argument_checks():
     img = np.zeros((5, 5), np.uint8)
-    fg_max, fg_min, count, hole_max = leveltree.component_ious(img, np.array([0, 3]),
-                                                               np.array([[0, 0, 1, 1]]))
+    fg_max, fg_min, count, hole_max, _, _ = leveltree.component_ious(
+        img, np.array([0, 3]), np.array([[0, 0, 1, 1]]))
     assert count.tolist() == [0, 0] and fg_max.tolist() == [-1, -1] and fg_min.tolist() == [2, 2]
-    best = leveltree.level_best_ious(img, np.array([0]), np.array([[0, 0, 0, 0]]), CUTS)
+    (best,) = leveltree.level_best_ious(img[None], [np.array([0])], [np.array([[0, 0, 0, 0]])],
+                                        CUTS)
     assert best.tolist() == [[1.0], [1.0]]  # the (0, 0, 0, 0) box
     with pytest.raises(ValueError, match="ascending"):
         leveltree.component_ious(img, np.array([3, 3]), np.array([[0, 0, 1, 1]]))
-    with pytest.raises(ValueError, match="shape"):
-        leveltree.component_ious(np.zeros((2, 2, 2), np.uint8), np.array([0]),
-                                 np.array([[0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="maps"):
+        leveltree.component_ious(np.zeros((2, 2, 2, 2), np.uint8), [np.array([0])],
+                                 [np.array([[0, 0, 1, 1]])])
+    with pytest.raises(ValueError, match="no GT box"):
+        leveltree.component_ious(img, np.array([0]), np.zeros((0, 4)))
+
+
+def test_batch_equals_one_map_at_a_time():
+    rng = np.random.default_rng(5)
+    imgs = (np.stack([_blobs(rng, 30, 40, 3) for _ in range(5)]) * 255).astype(np.uint8)
+    levels = [distinct_levels(img, np.arange(0, 1, 0.01))[0] for img in imgs]
+    gts = [_gt(rng, 30, 40) for _ in imgs]
+    batch = leveltree.component_ious(imgs, levels, gts)
+    single = [leveltree.component_ious(img, lv, gt) for img, lv, gt in zip(imgs, levels, gts)]
+    for i, column in enumerate(batch):
+        assert np.array_equal(column, np.concatenate([s[i] for s in single]))
+
+
+def test_contour_area_bounds_hold_for_every_outer_contour():
+    """The bounds that rule components out of v1: interior pixels <= contourArea <=
+    (x1 - x0)(y1 - y0), on random binary images (the roughest shapes there are)."""
+    import cv2
+    rng = np.random.default_rng(9)
+    checked = 0
+    for _ in range(300):
+        h, w = rng.integers(2, 30, size=2)
+        binary = (rng.random((h, w)) < rng.uniform(0.3, 0.9)).astype(np.uint8)
+        n, labels = cv2.connectedComponents(binary, connectivity=8)
+        interior = cv2.erode(binary, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                             borderValue=0)
+        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        for contour, link in zip(contours, [] if hierarchy is None else hierarchy[0]):
+            if link[3] >= 0:  # a hole
+                continue
+            x, y = contour[0, 0]
+            component = labels == labels[y, x]
+            area = cv2.contourArea(contour)
+            x0, y0, cw, ch = cv2.boundingRect(contour)
+            assert int((interior.astype(bool) & component).sum()) <= area <= (cw - 1) * (ch - 1)
+            checked += 1
+    assert checked > 1000
 
 
 @pytest.mark.parametrize("multi_contour", [False, True])

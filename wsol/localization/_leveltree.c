@@ -1,27 +1,40 @@
 /*
- * Per-level best box IoU of all the nested binarizations of a uint8 map, from one component
- * tree per map instead of one contour trace per level (see wsol/localization/leveltree.py for
- * the derivation and the exactness argument).
+ * Per-level best box IoU of all the nested binarizations of uint8 maps, from one component
+ * tree per map instead of one contour trace per level (wsol/localization/leveltree.py has the
+ * derivation and the exactness argument).
  *
  * For a uint8 image img (H x W), ascending levels L_0 < ... < L_{n-1} and GT boxes G, level k
  * has the foreground F_k = {img > L_k}. Two union-find passes:
  *
- *   - foreground, 8-connected, pixels added in decreasing value: after all pixels > L_k are in,
- *     the sets are the 8-connected components of F_k (outer contours of RETR_TREE); each keeps
- *     its bounding box (inclusive pixel coordinates);
- *   - background, 4-connected, pixels added in increasing value: after all pixels <= L_k are
+ *   - foreground, 8-connected, pixels added in decreasing value: once all pixels > L_k are in,
+ *     the sets are the 8-connected components of F_k (the outer contours of RETR_TREE); each
+ *     keeps its bounding box (inclusive pixel coordinates) and its number of interior pixels
+ *     (pixels of F_k off the image edge whose 3x3 neighbourhood lies in F_k: the pixels with
+ *     erosion(img) > L_k, counted when the level passes their erosion value);
+ *   - background, 4-connected, pixels added in increasing value: once all pixels <= L_k are
  *     in, the sets are the 4-connected components of the complement; those not touching the
- *     image border are the holes (hole contours of RETR_TREE).
+ *     image edge are the holes (the hole contours of RETR_TREE).
  *
  * The box of a contour (wsolevaluation): (x, y, min(x + w, W - 1), min(y + h, H - 1)) from
- * its bounding rectangle. An outer contour's points are border pixels of its component, so its
+ * its bounding rectangle. An outer contour's points are edge pixels of its component, so its
  * rectangle is the component's bounding box. A hole's contour runs through the foreground
  * pixels 4-adjacent to the hole, so its rectangle is the hole's bounding box grown by one pixel
  * on every side.
  *
- * Outputs per level k: fg_max[k] / fg_min[k] (max / min over components of the best IoU of the
- * component's box with G), fg_count[k] (number of components), hole_max[k] (max over holes, -1
- * when there is none). IoU exactly as wsolevaluation's calculate_multiple_iou, in double.
+ * Bounds on an outer contour's cv2.contourArea A. Its polygon joins 8-adjacent edge pixels'
+ * centres, so the only lattice points on it are its own pixels, and it lies in the rectangle
+ * of its vertices: A <= (x1 - x0)(y1 - y0). Every interior pixel is a lattice point strictly
+ * inside it, and a face of the polygon holding i lattice points strictly inside has area
+ * i + b/2 - 1 >= i + 1/2 (Pick, b >= 3 on its boundary): A >= I, the interior pixel count.
+ * A component whose upper bound is below another's lower bound cannot hold the largest contour.
+ *
+ * Outputs per level (row-major (5, total levels) doubles, and one int64 count):
+ *   0 fg_max, 1 fg_min: max / min over the components of their box's best IoU with G;
+ *   2 hole_max: max over the holes (-1 when there is none);
+ *   3 v1_max, 4 v1_min: the same over the components that can hold the largest contour
+ *     (upper bound >= the largest lower bound);
+ *   count: the number of components. Empty foreground: fg_max = v1_max = -1, fg_min = v1_min = 2.
+ * IoU exactly as wsolevaluation's calculate_multiple_iou, in double.
  *
  * The computation runs without the GIL.
  */
@@ -31,36 +44,52 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One node per pixel, all fields together: the passes visit pixels in value order, i.e. all
+ * over the image, and one cache line per visit is what keeps them fast. */
 typedef struct {
-    int32_t *parent;
-    int32_t *size;
-    int32_t *x0, *y0, *x1, *y1;
-    uint8_t *flag;   /* foreground: dirty; background: touches the border */
-    uint8_t *dirty;
+    int32_t parent;        /* -1: not added yet */
+    int32_t size;
+    int32_t inner;         /* interior pixels (foreground pass) */
+    int32_t x0, y0, x1, y1;
+    uint8_t edge;          /* touches the image edge (background pass) */
+    uint8_t dirty;         /* box changed since its IoU was computed */
+} Node;
+
+typedef struct {
+    Node *node;
     double *iou;
-    int32_t *roots;  /* candidate roots, compacted at every snapshot */
+    int32_t *roots;        /* candidate roots, compacted at every snapshot */
     Py_ssize_t n_roots;
 } Forest;
 
-static int32_t find_root(int32_t *parent, int32_t p) {
+typedef struct {
+    Forest f;
+    int32_t *order, *ox, *oy;   /* pixels sorted by value, with their coordinates */
+    int32_t *order_e;           /* pixels sorted by erosion value */
+    uint8_t *erosion, *rowmin;
+} Work;
+
+static int32_t find_root(Node *node, int32_t p) {
     int32_t r = p;
-    while (parent[r] != r) r = parent[r];
-    while (parent[p] != r) { int32_t next = parent[p]; parent[p] = r; p = next; }
+    while (node[r].parent != r) r = node[r].parent;
+    while (node[p].parent != r) { int32_t next = node[p].parent; node[p].parent = r; p = next; }
     return r;
 }
 
-static void unite(Forest *f, int32_t a, int32_t b) {
-    int32_t ra = find_root(f->parent, a), rb = find_root(f->parent, b);
-    if (ra == rb) return;
-    if (f->size[ra] < f->size[rb]) { int32_t t = ra; ra = rb; rb = t; }
-    f->parent[rb] = ra;
-    f->size[ra] += f->size[rb];
-    if (f->x0[rb] < f->x0[ra]) f->x0[ra] = f->x0[rb];
-    if (f->y0[rb] < f->y0[ra]) f->y0[ra] = f->y0[rb];
-    if (f->x1[rb] > f->x1[ra]) f->x1[ra] = f->x1[rb];
-    if (f->y1[rb] > f->y1[ra]) f->y1[ra] = f->y1[rb];
-    f->flag[ra] |= f->flag[rb];
-    f->dirty[ra] = 1;
+/* Merge the sets of roots ra != rb; returns the new root. */
+static int32_t link(Node *node, int32_t ra, int32_t rb) {
+    Node *a = node + ra, *b = node + rb;
+    if (a->size < b->size) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
+    b->parent = ra;
+    a->size += b->size;
+    a->inner += b->inner;
+    if (b->x0 < a->x0) a->x0 = b->x0;
+    if (b->y0 < a->y0) a->y0 = b->y0;
+    if (b->x1 > a->x1) a->x1 = b->x1;
+    if (b->y1 > a->y1) a->y1 = b->y1;
+    a->edge |= b->edge;
+    a->dirty = 1;
+    return ra;
 }
 
 /* Best IoU of box (bx0, by0, bx1, by1) with the GT boxes (inclusive pixel boxes). */
@@ -80,138 +109,201 @@ static double best_iou(int64_t bx0, int64_t by0, int64_t bx1, int64_t by1,
     return best;
 }
 
-static int forest_alloc(Forest *f, Py_ssize_t n) {
-    memset(f, 0, sizeof(*f));
-    f->parent = malloc(n * sizeof(int32_t));
-    f->size = malloc(n * sizeof(int32_t));
-    f->x0 = malloc(n * sizeof(int32_t));
-    f->y0 = malloc(n * sizeof(int32_t));
-    f->x1 = malloc(n * sizeof(int32_t));
-    f->y1 = malloc(n * sizeof(int32_t));
-    f->flag = malloc(n);
-    f->dirty = malloc(n);
+static void work_free(Work *wk) {
+    free(wk->f.node); free(wk->f.iou); free(wk->f.roots);
+    free(wk->order); free(wk->ox); free(wk->oy); free(wk->order_e); free(wk->erosion);
+    free(wk->rowmin);
+}
+
+static int work_alloc(Work *wk, Py_ssize_t n) {
+    Forest *f = &wk->f;
+    memset(wk, 0, sizeof(*wk));
+    if (n < 1) n = 1;
+    f->node = malloc(n * sizeof(Node));
     f->iou = malloc(n * sizeof(double));
     f->roots = malloc(n * sizeof(int32_t));
-    if (!f->parent || !f->size || !f->x0 || !f->y0 || !f->x1 || !f->y1 || !f->flag
-        || !f->dirty || !f->iou || !f->roots)
+    wk->order = malloc(n * sizeof(int32_t));
+    wk->ox = malloc(n * sizeof(int32_t));
+    wk->oy = malloc(n * sizeof(int32_t));
+    wk->order_e = malloc(n * sizeof(int32_t));
+    wk->erosion = malloc(n);
+    wk->rowmin = malloc(n);
+    if (!f->node || !f->iou || !f->roots || !wk->order || !wk->ox || !wk->oy || !wk->order_e
+        || !wk->erosion || !wk->rowmin) {
+        work_free(wk);
         return -1;
-    for (Py_ssize_t i = 0; i < n; i++) f->parent[i] = -1;
+    }
     return 0;
 }
 
-static void forest_free(Forest *f) {
-    free(f->parent); free(f->size); free(f->x0); free(f->y0); free(f->x1); free(f->y1);
-    free(f->flag); free(f->dirty); free(f->iou); free(f->roots);
-}
-
-static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t flag) {
-    f->parent[p] = p;
-    f->size[p] = 1;
-    f->x0[p] = f->x1[p] = x;
-    f->y0[p] = f->y1[p] = y;
-    f->flag[p] = flag;
-    f->dirty[p] = 1;
+/* Add pixel p = (x, y) as a singleton set. */
+static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t edge) {
+    Node *q = f->node + p;
+    q->parent = p;
+    q->size = 1;
+    q->inner = 0;
+    q->x0 = q->x1 = x;
+    q->y0 = q->y1 = y;
+    q->edge = edge;
+    q->dirty = 1;
     f->roots[f->n_roots++] = p;
 }
 
-static int run(const uint8_t *img, Py_ssize_t h, Py_ssize_t w, const int64_t *levels,
-               Py_ssize_t n_levels, const int64_t *gt, Py_ssize_t n_gt, double *fg_max,
-               double *fg_min, int64_t *fg_count, double *hole_max) {
-    Py_ssize_t n = h * w;
-    Py_ssize_t start[257];
-    int32_t *order = malloc((n > 0 ? n : 1) * sizeof(int32_t));
-    Forest f;
-    if (!order || forest_alloc(&f, n > 0 ? n : 1) < 0) { free(order); forest_free(&f); return -1; }
-    /* Counting sort of the pixels by value: order[start[v]:start[v+1]] have value v. */
-    Py_ssize_t hist[256] = {0};
-    for (Py_ssize_t i = 0; i < n; i++) hist[img[i]]++;
-    start[0] = 0;
-    for (int v = 0; v < 256; v++) start[v + 1] = start[v] + hist[v];
-    {
-        Py_ssize_t pos[256];
-        memcpy(pos, start, sizeof(pos));
-        for (Py_ssize_t i = 0; i < n; i++) order[pos[img[i]]++] = (int32_t)i;
+/* Join pixel p (just added, its set's root rp) with its added neighbours at the given offsets;
+ * the offsets are checked against the image only when p is on its edge. */
+static void join_neighbours(Node *node, int32_t p, int32_t x, int32_t y, Py_ssize_t w,
+                            Py_ssize_t h, const int *dx, const int *dy, int n_off) {
+    int32_t rp = p;
+    int inside = x > 0 && y > 0 && x + 1 < w && y + 1 < h;
+    for (int d = 0; d < n_off; d++) {
+        if (!inside) {
+            int32_t nx = x + dx[d], ny = y + dy[d];
+            if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+        }
+        int32_t q = p + dy[d] * (int32_t)w + dx[d];
+        if (node[q].parent < 0) continue;
+        int32_t rq = find_root(node, q);
+        if (rq != rp) rp = link(node, rp, rq);
     }
-    const int dx8[8] = {-1, 0, 1, -1, 1, -1, 0, 1}, dy8[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
-    const int dx4[4] = {0, -1, 1, 0}, dy4[4] = {-1, 0, 0, 1};
+}
+
+/* 3x3 minimum of img at pixels off the image edge; 0 on the edge (never interior). */
+static void erode(const uint8_t *img, Py_ssize_t h, Py_ssize_t w, uint8_t *rowmin,
+                  uint8_t *out) {
+    for (Py_ssize_t y = 0; y < h; y++) {
+        const uint8_t *r = img + y * w;
+        uint8_t *m = rowmin + y * w;
+        m[0] = 0;
+        if (w > 1) m[w - 1] = 0;
+        for (Py_ssize_t x = 1; x + 1 < w; x++) {
+            uint8_t v = r[x - 1] < r[x] ? r[x - 1] : r[x];
+            m[x] = v < r[x + 1] ? v : r[x + 1];
+        }
+    }
+    memset(out, 0, (size_t)(h * w));
+    for (Py_ssize_t y = 1; y + 1 < h; y++)
+        for (Py_ssize_t x = 1; x + 1 < w; x++) {
+            uint8_t a = rowmin[(y - 1) * w + x], b = rowmin[y * w + x], c = rowmin[(y + 1) * w + x];
+            uint8_t v = a < b ? a : b;
+            out[y * w + x] = v < c ? v : c;
+        }
+}
+
+static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
+                    const int64_t *levels, Py_ssize_t n_levels, const int64_t *gt,
+                    Py_ssize_t n_gt, Py_ssize_t stride, double *out, int64_t *fg_count) {
+    Forest *f = &wk->f;
+    Py_ssize_t n = h * w;
+    Py_ssize_t start[257], start_e[257];
+    Py_ssize_t hist[256] = {0}, hist_e[256] = {0};
+    erode(img, h, w, wk->rowmin, wk->erosion);
+    for (Py_ssize_t i = 0; i < n; i++) { hist[img[i]]++; hist_e[wk->erosion[i]]++; }
+    start[0] = start_e[0] = 0;
+    for (int v = 0; v < 256; v++) {
+        start[v + 1] = start[v] + hist[v];
+        start_e[v + 1] = start_e[v] + hist_e[v];
+    }
+    {   /* Counting sorts; with each pixel its coordinates, so the passes need no division. */
+        Py_ssize_t pos[256], pos_e[256];
+        memcpy(pos, start, sizeof(pos));
+        memcpy(pos_e, start_e, sizeof(pos_e));
+        Py_ssize_t i = 0;
+        for (int32_t y = 0; y < (int32_t)h; y++)
+            for (int32_t x = 0; x < (int32_t)w; x++, i++) {
+                Py_ssize_t at = pos[img[i]]++;
+                wk->order[at] = (int32_t)i;
+                wk->ox[at] = x;
+                wk->oy[at] = y;
+                wk->order_e[pos_e[wk->erosion[i]]++] = (int32_t)i;
+            }
+    }
+    static const int dx8[8] = {-1, 0, 1, -1, 1, -1, 0, 1}, dy8[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
+    static const int dx4[4] = {0, -1, 1, 0}, dy4[4] = {-1, 0, 0, 1};
+    double *fg_max = out, *fg_min = out + stride, *hole_max = out + 2 * stride;
+    double *v1_max = out + 3 * stride, *v1_min = out + 4 * stride;
 
     /* Foreground: levels from the top down; pixels > L_k join before the snapshot of k. */
-    int v_next = 255;  /* pixels with value > v_next are in */
+    for (Py_ssize_t i = 0; i < n; i++) f->node[i].parent = -1;
+    f->n_roots = 0;
+    int v_next = 255;    /* pixels with value > v_next are in */
+    int e_next = 255;    /* pixels with erosion > e_next are counted as interior */
     for (Py_ssize_t k = n_levels - 1; k >= 0; k--) {
         int64_t lv = levels[k];
         for (; v_next > lv && v_next >= 0; v_next--) {
             for (Py_ssize_t i = start[v_next]; i < start[v_next + 1]; i++) {
-                int32_t p = order[i];
-                int32_t x = (int32_t)(p % w), y = (int32_t)(p / w);
-                add_pixel(&f, p, x, y, 0);
-                for (int d = 0; d < 8; d++) {
-                    int32_t nx = x + dx8[d], ny = y + dy8[d];
-                    if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
-                    int32_t q = ny * (int32_t)w + nx;
-                    if (f.parent[q] >= 0) unite(&f, p, q);
-                }
+                int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
+                add_pixel(f, p, x, y, 0);
+                join_neighbours(f->node, p, x, y, w, h, dx8, dy8, 8);
             }
         }
+        /* erosion <= img, so a pixel counted here has joined above; value 0 never counts */
+        for (; e_next > lv && e_next >= 1; e_next--)
+            for (Py_ssize_t i = start_e[e_next]; i < start_e[e_next + 1]; i++)
+                f->node[find_root(f->node, wk->order_e[i])].inner++;
         double mx = -1.0, mn = 2.0;
+        int64_t largest_lower = 0;
         Py_ssize_t kept = 0;
-        for (Py_ssize_t r = 0; r < f.n_roots; r++) {
-            int32_t p = f.roots[r];
-            if (f.parent[p] != p) continue;
-            f.roots[kept++] = p;
-            if (f.dirty[p]) {
-                f.iou[p] = best_iou(f.x0[p], f.y0[p], f.x1[p] + 1 < w ? f.x1[p] + 1 : w - 1,
-                                    f.y1[p] + 1 < h ? f.y1[p] + 1 : h - 1, gt, n_gt);
-                f.dirty[p] = 0;
+        for (Py_ssize_t r = 0; r < f->n_roots; r++) {
+            int32_t p = f->roots[r];
+            if (f->node[p].parent != p) continue;
+            f->roots[kept++] = p;
+            if (f->node[p].dirty) {
+                f->iou[p] = best_iou(f->node[p].x0, f->node[p].y0,
+                                     f->node[p].x1 + 1 < w ? f->node[p].x1 + 1 : w - 1,
+                                     f->node[p].y1 + 1 < h ? f->node[p].y1 + 1 : h - 1, gt, n_gt);
+                f->node[p].dirty = 0;
             }
-            if (f.iou[p] > mx) mx = f.iou[p];
-            if (f.iou[p] < mn) mn = f.iou[p];
+            if (f->iou[p] > mx) mx = f->iou[p];
+            if (f->iou[p] < mn) mn = f->iou[p];
+            if (f->node[p].inner > largest_lower) largest_lower = f->node[p].inner;
         }
-        f.n_roots = kept;
+        f->n_roots = kept;
+        double cmx = -1.0, cmn = 2.0;
+        for (Py_ssize_t r = 0; r < kept; r++) {
+            int32_t p = f->roots[r];
+            int64_t upper = (int64_t)(f->node[p].x1 - f->node[p].x0) * (int64_t)(f->node[p].y1 - f->node[p].y0);
+            if (upper < largest_lower) continue;  /* smaller than some other contour */
+            if (f->iou[p] > cmx) cmx = f->iou[p];
+            if (f->iou[p] < cmn) cmn = f->iou[p];
+        }
         fg_max[k] = mx;
         fg_min[k] = mn;
+        v1_max[k] = cmx;
+        v1_min[k] = cmn;
         fg_count[k] = kept;
     }
 
     /* Background (holes): levels from the bottom up; pixels <= L_k join before snapshot k. */
-    for (Py_ssize_t i = 0; i < n; i++) f.parent[i] = -1;
-    f.n_roots = 0;
+    for (Py_ssize_t i = 0; i < n; i++) f->node[i].parent = -1;
+    f->n_roots = 0;
     int v_in = -1;  /* pixels with value <= v_in are in */
     for (Py_ssize_t k = 0; k < n_levels; k++) {
         int64_t lv = levels[k] < 255 ? levels[k] : 255;
-        for (; v_in < lv; ) {
+        while (v_in < lv) {
             v_in++;
             for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++) {
-                int32_t p = order[i];
-                int32_t x = (int32_t)(p % w), y = (int32_t)(p / w);
-                add_pixel(&f, p, x, y, (x == 0 || y == 0 || x == w - 1 || y == h - 1));
-                for (int d = 0; d < 4; d++) {
-                    int32_t nx = x + dx4[d], ny = y + dy4[d];
-                    if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
-                    int32_t q = ny * (int32_t)w + nx;
-                    if (f.parent[q] >= 0) unite(&f, p, q);
-                }
+                int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
+                add_pixel(f, p, x, y, (x == 0 || y == 0 || x == w - 1 || y == h - 1));
+                join_neighbours(f->node, p, x, y, w, h, dx4, dy4, 4);
             }
         }
         double mx = -1.0;
         Py_ssize_t kept = 0;
-        for (Py_ssize_t r = 0; r < f.n_roots; r++) {
-            int32_t p = f.roots[r];
-            if (f.parent[p] != p || f.flag[p]) continue;  /* merged, or open to the outside */
-            f.roots[kept++] = p;
-            if (f.dirty[p]) {
-                int64_t x1 = f.x1[p] + 2, y1 = f.y1[p] + 2;
-                f.iou[p] = best_iou(f.x0[p] - 1, f.y0[p] - 1, x1 < w ? x1 : w - 1,
-                                    y1 < h ? y1 : h - 1, gt, n_gt);
-                f.dirty[p] = 0;
+        for (Py_ssize_t r = 0; r < f->n_roots; r++) {
+            int32_t p = f->roots[r];
+            if (f->node[p].parent != p || f->node[p].edge) continue;  /* merged, or open to the outside */
+            f->roots[kept++] = p;
+            if (f->node[p].dirty) {
+                int64_t x1 = f->node[p].x1 + 2, y1 = f->node[p].y1 + 2;
+                f->iou[p] = best_iou(f->node[p].x0 - 1, f->node[p].y0 - 1, x1 < w ? x1 : w - 1,
+                                     y1 < h ? y1 : h - 1, gt, n_gt);
+                f->node[p].dirty = 0;
             }
-            if (f.iou[p] > mx) mx = f.iou[p];
+            if (f->iou[p] > mx) mx = f->iou[p];
         }
-        f.n_roots = kept;
+        f->n_roots = kept;
         hole_max[k] = mx;
     }
-    free(order);
-    forest_free(&f);
-    return 0;
 }
 
 static int check_buffer(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t count, const char *name) {
@@ -223,33 +315,59 @@ static int check_buffer(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t count, con
     return 0;
 }
 
+/* Offsets (B + 1 int64) must start at 0, not decrease (strictly increase if nonempty) and end
+ * at total. */
+static int check_offsets(const int64_t *off, Py_ssize_t b, Py_ssize_t total, int nonempty,
+                         const char *name) {
+    if (off[0] != 0 || off[b] != total) goto bad;
+    for (Py_ssize_t i = 0; i < b; i++)
+        if (off[i + 1] < off[i] + (nonempty ? 1 : 0)) goto bad;
+    return 0;
+bad:
+    PyErr_Format(PyExc_ValueError, "level_ious: bad %s", name);
+    return -1;
+}
+
 static PyObject *level_ious(PyObject *self, PyObject *args) {
-    Py_buffer img, levels, gt, fg_max, fg_min, fg_count, hole_max;
-    Py_ssize_t h, w;
-    if (!PyArg_ParseTuple(args, "y*nny*y*w*w*w*w*", &img, &h, &w, &levels, &gt, &fg_max,
-                          &fg_min, &fg_count, &hole_max))
+    Py_buffer img, levels, level_off, gt, gt_off, out, count;
+    Py_ssize_t b, h, w;
+    if (!PyArg_ParseTuple(args, "y*nnny*y*y*y*w*w*", &img, &b, &h, &w, &levels, &level_off,
+                          &gt, &gt_off, &out, &count))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t n_levels = levels.len / 8, n_gt = gt.len / 32;
     int rc = 0;
-    if (h <= 0 || w <= 0 || h * w > INT32_MAX) {
+    if (b < 0 || h <= 0 || w <= 0 || h * w > INT32_MAX / 2) {
         PyErr_SetString(PyExc_ValueError, "level_ious: bad map size");
         goto done;
     }
-    if (check_buffer(&img, 1, h * w, "img") || check_buffer(&levels, 8, n_levels, "levels")
-        || check_buffer(&gt, 32, n_gt, "gt") || check_buffer(&fg_max, 8, n_levels, "fg_max")
-        || check_buffer(&fg_min, 8, n_levels, "fg_min")
-        || check_buffer(&fg_count, 8, n_levels, "fg_count")
-        || check_buffer(&hole_max, 8, n_levels, "hole_max"))
+    if (check_buffer(&img, 1, b * h * w, "imgs") || check_buffer(&levels, 8, n_levels, "levels")
+        || check_buffer(&level_off, 8, b + 1, "level offsets")
+        || check_buffer(&gt, 32, n_gt, "gt") || check_buffer(&gt_off, 8, b + 1, "gt offsets")
+        || check_buffer(&out, 8, 5 * n_levels, "out")
+        || check_buffer(&count, 8, n_levels, "count"))
         goto done;
-    if (n_gt == 0) {
-        PyErr_SetString(PyExc_ValueError, "level_ious: at least one GT box is needed");
+    const int64_t *lo = level_off.buf, *go = gt_off.buf, *lv = levels.buf;
+    if (check_offsets(lo, b, n_levels, 0, "level offsets")
+        || check_offsets(go, b, n_gt, 1, "gt offsets (every map needs a GT box)"))
         goto done;
-    }
+    for (Py_ssize_t i = 0; i < b; i++)
+        for (int64_t k = lo[i] + 1; k < lo[i + 1]; k++)
+            if (lv[k] <= lv[k - 1]) {
+                PyErr_Format(PyExc_ValueError, "level_ious: levels of map %zd not ascending", i);
+                goto done;
+            }
+    Work wk;
     Py_BEGIN_ALLOW_THREADS
-    rc = run((const uint8_t *)img.buf, h, w, (const int64_t *)levels.buf, n_levels,
-             (const int64_t *)gt.buf, n_gt, (double *)fg_max.buf, (double *)fg_min.buf,
-             (int64_t *)fg_count.buf, (double *)hole_max.buf);
+    rc = work_alloc(&wk, h * w);
+    if (rc == 0) {
+        for (Py_ssize_t i = 0; i < b; i++)
+            one_map(&wk, (const uint8_t *)img.buf + i * h * w, h, w, lv + lo[i],
+                    (Py_ssize_t)(lo[i + 1] - lo[i]), (const int64_t *)gt.buf + 4 * go[i],
+                    (Py_ssize_t)(go[i + 1] - go[i]), n_levels, (double *)out.buf + lo[i],
+                    (int64_t *)count.buf + lo[i]);
+        work_free(&wk);
+    }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         PyErr_NoMemory();
@@ -258,16 +376,17 @@ static PyObject *level_ious(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&img); PyBuffer_Release(&levels); PyBuffer_Release(&gt);
-    PyBuffer_Release(&fg_max); PyBuffer_Release(&fg_min); PyBuffer_Release(&fg_count);
-    PyBuffer_Release(&hole_max);
+    PyBuffer_Release(&img); PyBuffer_Release(&levels); PyBuffer_Release(&level_off);
+    PyBuffer_Release(&gt); PyBuffer_Release(&gt_off); PyBuffer_Release(&out);
+    PyBuffer_Release(&count);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"level_ious", level_ious, METH_VARARGS,
-     "level_ious(img, h, w, levels, gt, fg_max, fg_min, fg_count, hole_max): per-level best "
-     "IoU of the components and holes of img > level (see wsol.localization.leveltree)."},
+     "level_ious(imgs, b, h, w, levels, level_offsets, gt, gt_offsets, out, count): per-level "
+     "best IoU of the components and holes of img > level for a batch of uint8 maps (see "
+     "wsol.localization.leveltree)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_leveltree",

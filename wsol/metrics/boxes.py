@@ -231,14 +231,13 @@ def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
     ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
     min_cut = float(iou_cut.min())
     correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
-    tree = leveltree.available()
-    for n, (img, gt) in enumerate(zip(images, gts)):
-        if tree:  # one component tree per map; the same counts (wsol.localization.leveltree)
-            levels, index = distinct_levels(img, thresholds)
-            best = leveltree.level_best_ious(img, levels, gt, iou_cut)[:, index]
-        else:
-            best = image_best_iou(img, gt, thresholds, min_cut)
-        correct[n] = best[:, None, :] >= iou_cut[None]
+    if leveltree.available():  # one component tree per map, the same counts (leveltree's doc)
+        levels, index = zip(*(distinct_levels(img, thresholds) for img in images))
+        for n, best in enumerate(leveltree.level_best_ious(images, levels, gts, iou_cut)):
+            correct[n] = best[:, index[n]][:, None, :] >= iou_cut[None]
+    else:
+        for n, (img, gt) in enumerate(zip(images, gts)):
+            correct[n] = image_best_iou(img, gt, thresholds, min_cut)[:, None, :] >= iou_cut[None]
     out = {"num_correct": correct.sum(axis=0, dtype=np.int64)}
     for name, f in zip(("top1_correct", "top5_correct"), flags):
         if f is not None:
