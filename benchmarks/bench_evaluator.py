@@ -4,17 +4,19 @@ On the 120 parity maps of ``../shared/fixtures/metric-parity/boxes`` (224x224, f
 reference requires) at cam_curve_interval 0.001 (1000 thresholds), all contours (MaxBoxAccV2):
 
 - in-process, one thread: per image, alternating, wsolevaluation's
-  ``BoxEvaluator.accumulate(scoremap, image_id)`` and wsol's
-  ``BoxAccumulator(num_threads=1).update`` (which counts v1 and v2 in the same pass); both in
-  this process, CPU time and wall time per image, several rounds (the median round is reported);
+  ``BoxEvaluator.accumulate(scoremap, image_id)``, wsol's ``BoxAccumulator(num_threads=1).update``
+  (which counts v1 and v2 in the same pass, from one component tree per map when the compiled
+  helper is built) and the same with ``component_tree=False`` (every level traced with OpenCV,
+  the path of an install without a C compiler); all in this process, CPU time and wall time per
+  image, several rounds (the median round is reported);
 - thread scaling: ``BoxAccumulator(num_threads=N)`` over the 120 maps in batches of 32, wall
   time, N alternating;
 - whole process: ``python -m wsol evaluate-maps`` on the maps saved as ``.npy`` vs the
   reference's own entry ``evaluation.evaluate_wsol`` (its DataLoader, 4 workers) in a fresh
-  interpreter, alternating.
+  interpreter, alternating; plus whether ours imported torch (it should not).
 
 Counts must be identical: the reference's ``num_correct`` equals ours and reference.json, for v2
-and v1. The reference needs NumPy's removed aliases (``np.float``, ``np.int``, ...): they are
+and v1, and the component tree's equal the OpenCV path's. The reference needs NumPy's removed aliases (``np.float``, ``np.int``, ...): they are
 restored by setting them on the numpy module before its import; its modules import torchvision
 and munch, which the evaluation never uses: absent ones are replaced by empty stand-ins (the
 JSON records which). Nothing of the reference is copied into this repository.
@@ -51,6 +53,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _common import write_result
 
 from wsol.data.metadata import read_metadata
+from wsol.localization import leveltree
 from wsol.metrics import BoxAccumulator
 from wsol.metrics.boxes import V1, V2
 from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
@@ -104,28 +107,35 @@ def _commit_of(path: Path) -> str | None:
 
 
 def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds):
-    """Alternating per image: reference accumulate, then ours. Returns timings and counts."""
+    """Alternating per image: reference accumulate, ours (component tree when built), ours
+    tracing every level with OpenCV. Returns timings and counts."""
     rows = []
+    tree = leveltree.available()
     for _ in range(rounds):
         evaluator = ref.BoxEvaluator(metadata=meta_ref, dataset_name="CUB", split="test",
                                      cam_threshold_list=list(thresholds),
                                      iou_threshold_list=IOUS, mask_root="",
                                      multi_contour_eval=True)
         ours = BoxAccumulator(thresholds, IOUS, multi_contour=True, num_threads=1)
-        t = {"ref_cpu": 0.0, "ref_wall": 0.0, "ours_cpu": 0.0, "ours_wall": 0.0}
+        traced = BoxAccumulator(thresholds, IOUS, multi_contour=True, num_threads=1,
+                                component_tree=False)
+        names = ["ref", "ours", "ours_opencv"]
+        t = {f"{k}_{c}": 0.0 for k in names for c in ("cpu", "wall")}
         for image_id in ids:
-            cpu, wall = time.process_time(), time.perf_counter()
-            evaluator.accumulate(maps[image_id], image_id)
-            t["ref_cpu"] += time.process_time() - cpu
-            t["ref_wall"] += time.perf_counter() - wall
-            cpu, wall = time.process_time(), time.perf_counter()
-            ours.update(maps[image_id][None], [gts[image_id]])
-            t["ours_cpu"] += time.process_time() - cpu
-            t["ours_wall"] += time.perf_counter() - wall
+            for name, step in (("ref", lambda: evaluator.accumulate(maps[image_id], image_id)),
+                               ("ours", lambda: ours.update(maps[image_id][None],
+                                                            [gts[image_id]])),
+                               ("ours_opencv", lambda: traced.update(maps[image_id][None],
+                                                                     [gts[image_id]]))):
+                cpu, wall = time.process_time(), time.perf_counter()
+                step()
+                t[f"{name}_cpu"] += time.process_time() - cpu
+                t[f"{name}_wall"] += time.perf_counter() - wall
         rows.append({k: 1000 * v / len(ids) for k, v in t.items()})
     counts_ref = {d: evaluator.num_correct[d].astype(np.int64).tolist() for d in IOUS}
     counts_ours = {d: ours.num_correct[V2, i].tolist() for i, d in enumerate(IOUS)}
-    return rows, counts_ref, counts_ours, ours
+    same_paths = bool(np.array_equal(ours.num_correct, traced.num_correct))
+    return rows, counts_ref, counts_ours, ours, same_paths, tree
 
 
 def v1_counts(ref, meta_ref, ids, maps, thresholds):
@@ -171,34 +181,20 @@ def whole_process(reference, maps_dir, split_dir, ref_metadata_root, workdir, in
                                  cam_curve_interval={interval!r})
     '''))
     ref_cmd = [sys.executable, str(runner)]
-    # A projection, labelled as such: the same command with the package __init__ of wsol.data
-    # and wsol.localization not run (they import torch through datasets / geometry; the
-    # evaluate-maps path needs neither), i.e. what it costs once those two are lazy.
-    light = workdir / "run_ours_without_torch.py"
-    light.write_text(textwrap.dedent(f'''
-        import sys, types
-        for name in ("data", "localization"):
-            package = types.ModuleType("wsol." + name)
-            package.__path__ = [{str(REPO / "wsol")!r} + "/" + name]
-            sys.modules["wsol." + name] = package
-        from wsol.cli import main
-        code = main({ours_cmd[3:]!r})
-        assert "torch" not in sys.modules, "torch was imported"
-        raise SystemExit(code)
-    '''))
-    light_cmd = [sys.executable, str(light)]
-    walls: dict[str, list[float]] = {"ours": [], "reference": [],
-                                     "ours_projected_without_torch_import": []}
+    walls: dict[str, list[float]] = {"ours": [], "reference": []}
     outputs = {}
     for _ in range(rounds):
-        for name, cmd in (("ours", ours_cmd), ("reference", ref_cmd),
-                          ("ours_projected_without_torch_import", light_cmd)):
+        for name, cmd in (("ours", ours_cmd), ("reference", ref_cmd)):
             wall = time.perf_counter()
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
             walls[name].append(time.perf_counter() - wall)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
             outputs[name] = proc.stdout
+    # The same command in-process, once, to record whether it imported torch.
+    probe = subprocess.run([sys.executable, "-c", "import sys; from wsol.cli import main;"
+                            f" code = main({ours_cmd[3:]!r}); print('torch' in sys.modules)"],
+                           cwd=REPO, capture_output=True, text=True, check=True)
     ref_value = float(outputs["reference"].strip().splitlines()[-1].split(":")[-1])
     ours_value = json.loads((workdir / "ours.json").read_text())["MaxBoxAccV2"]
     return {
@@ -207,12 +203,7 @@ def whole_process(reference, maps_dir, split_dir, ref_metadata_root, workdir, in
         "seconds_median": {k: statistics.median(v) for k, v in walls.items()},
         "seconds_all": walls,
         "speedup": statistics.median(walls["reference"]) / statistics.median(walls["ours"]),
-        "speedup_projected_without_torch_import": (
-            statistics.median(walls["reference"])
-            / statistics.median(walls["ours_projected_without_torch_import"])),
-        "note": ("ours imports torch today only through the package __init__ of wsol.data "
-                 "(datasets) and wsol.localization (geometry); the projection skips those two "
-                 "__init__ files, nothing else"),
+        "ours_imported_torch": probe.stdout.strip().splitlines()[-1] == "True",
         "MaxBoxAccV2": {"ours": ours_value, "reference": ref_value},
         "same_MaxBoxAccV2": abs(ours_value - ref_value) < 1e-9,
     }
@@ -255,14 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)  # findContours is single-threaded; keep the comparison one-threaded
     load_before = os.getloadavg()
 
-    rows, counts_ref, counts_ours, ours = in_process(ref, meta_ref, ids, maps, gts, thresholds,
-                                                     args.rounds)
+    rows, counts_ref, counts_ours, ours, same_paths, tree = in_process(
+        ref, meta_ref, ids, maps, gts, thresholds, args.rounds)
     v1_ref = v1_counts(ref, meta_ref, ids, maps, thresholds)
     v1_ours = {d: ours.num_correct[V1, i].tolist() for i, d in enumerate(IOUS)}
     expected = json.loads((root / "reference.json").read_text())["results"]
     stored = {bool(r["multi_contour_eval"]): r["num_correct"] for r in expected
               if r["cam_curve_interval"] == args.interval}
     parity = {
+        "component_tree_equals_opencv_path_v1_and_v2": same_paths,
         "v2_ours_equals_reference_run": counts_ours == counts_ref,
         "v1_ours_equals_reference_run": v1_ours == v1_ref,
         "v2_equals_reference_json": (True in stored and all(
@@ -302,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": rows,
             "speedup_cpu": median["ref_cpu"] / median["ours_cpu"],
             "speedup_wall": median["ref_wall"] / median["ours_wall"],
-            "note": "alternating per image in one process; ours counts v1 and v2 together",
+            "speedup_cpu_opencv_path": median["ref_cpu"] / median["ours_opencv_cpu"],
+            "component_tree_built": tree,
+            "note": ("alternating per image in one process; ours counts v1 and v2 together;"
+                     " 'ours' uses the component tree (wsol.localization.leveltree) when built,"
+                     " 'ours_opencv' traces every level with cv2.findContours"),
         },
         "thread_scaling": {
             "ms_per_image_wall_median": scaling,
@@ -317,15 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     write_result("evaluator", payload)
     print(f"in-process, one thread: reference {median['ref_cpu']:.2f} ms/image CPU, ours"
           f" {median['ours_cpu']:.2f}: {payload['in_process_one_thread']['speedup_cpu']:.1f}x"
-          f" CPU ({payload['in_process_one_thread']['speedup_wall']:.1f}x wall)")
+          f" CPU ({payload['in_process_one_thread']['speedup_wall']:.1f}x wall); OpenCV path"
+          f" {median['ours_opencv_cpu']:.2f} ms/image")
     for n, v in scaling.items():
         print(f"{n} thread(s): {v:.2f} ms/image wall,"
               f" {payload['thread_scaling']['speedup_vs_reference_wall'][n]:.1f}x the reference")
     print(f"whole process: ours {process['seconds_median']['ours']:.2f} s, reference"
-          f" {process['seconds_median']['reference']:.2f} s: {process['speedup']:.1f}x;"
-          " without torch import (projection)"
-          f" {process['seconds_median']['ours_projected_without_torch_import']:.2f} s:"
-          f" {process['speedup_projected_without_torch_import']:.1f}x")
+          f" {process['seconds_median']['reference']:.2f} s: {process['speedup']:.1f}x"
+          f" (torch imported: {process['ours_imported_torch']})")
     print(f"parity: {parity}")
     ok = all(parity.values()) and scaling_identical and process["same_MaxBoxAccV2"]
     return 0 if ok else 1

@@ -66,6 +66,9 @@ class BoxAccumulator(CountAccumulator):
             checked and quantized, and the counts are complete after :meth:`sync` (which
             :meth:`compute`, :meth:`to_tensor` and the other readers call). Same counts for any
             value.
+        component_tree: count from one component tree per map (the compiled helper of
+            :mod:`wsol.localization.leveltree`) instead of tracing every level with OpenCV; None
+            (default) uses it when it is built. Same counts either way.
 
     Count tensors (int64): ``num_images ()``, ``num_correct (2, D, T)``, ``num_classified (2,)``
     (images with top-1 / top-5 information), ``top1_correct`` and ``top5_correct (2, D, T)``,
@@ -75,8 +78,13 @@ class BoxAccumulator(CountAccumulator):
 
     def __init__(self, thresholds: Sequence[float] | np.ndarray,
                  iou_thresholds: Sequence[int] = (30, 50, 70), multi_contour: bool = True,
-                 score_histograms: bool = False, num_threads: int | None = None) -> None:
+                 score_histograms: bool = False, num_threads: int | None = None,
+                 component_tree: bool | None = None) -> None:
         super().__init__(num_threads)
+        if component_tree and not leveltree.available():
+            raise ValueError("component_tree=True, but wsol.localization._leveltree is not built"
+                             " (reinstall wsol where a C compiler is available)")
+        self.component_tree = leveltree.available() if component_tree is None else component_tree
         self.thresholds = as_thresholds(thresholds)
         deltas = [int(d) for d in iou_thresholds]
         if not deltas or any(not 0 <= d <= 100 for d in deltas) or len(set(deltas)) != len(deltas):
@@ -136,7 +144,7 @@ class BoxAccumulator(CountAccumulator):
             part = slice(lo, lo + step)
             self._submit(_count_images, images[part], gts[part],
                          [None if f is None else f[part] for f in flags],
-                         self.thresholds, self._iou_cut)
+                         self.thresholds, self._iou_cut, self.component_tree)
         if self.score_histograms:
             self._update_histograms(scoremaps, gt_boxes)
 
@@ -226,12 +234,12 @@ def image_best_iou(img: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
 
 def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
                   flags: Sequence[np.ndarray | None], thresholds: np.ndarray,
-                  iou_cut: np.ndarray) -> dict[str, np.ndarray]:
+                  iou_cut: np.ndarray, component_tree: bool) -> dict[str, np.ndarray]:
     """Partial counts of a chunk of images (runs in the pool): ``num_correct``,
     ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
     min_cut = float(iou_cut.min())
     correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
-    if leveltree.available():  # one component tree per map, the same counts (leveltree's doc)
+    if component_tree:  # one component tree per map, the same counts (see leveltree's doc)
         levels, index = zip(*(distinct_levels(img, thresholds) for img in images))
         for n, best in enumerate(leveltree.level_best_ious(images, levels, gts, iou_cut)):
             correct[n] = best[:, index[n]][:, None, :] >= iou_cut[None]
