@@ -77,7 +77,7 @@ static int32_t find_root(Node *node, int32_t p) {
 }
 
 /* Merge the sets of roots ra != rb; returns the new root. */
-static int32_t link(Node *node, int32_t ra, int32_t rb) {
+static int32_t merge_sets(Node *node, int32_t ra, int32_t rb) {
     Node *a = node + ra, *b = node + rb;
     if (a->size < b->size) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
     b->parent = ra;
@@ -163,7 +163,7 @@ static void join_neighbours(Node *node, int32_t p, int32_t x, int32_t y, Py_ssiz
         int32_t q = p + dy[d] * (int32_t)w + dx[d];
         if (node[q].parent < 0) continue;
         int32_t rq = find_root(node, q);
-        if (rq != rp) rp = link(node, rp, rq);
+        if (rq != rp) rp = merge_sets(node, rp, rq);
     }
 }
 
