@@ -201,3 +201,4 @@ def test_accumulator_counts_equal_without_the_helper():
     traced.update(maps, gts)
     assert np.array_equal(with_tree.num_correct, traced.num_correct)
     assert with_tree.num_correct[1].sum() > 0  # the maps do localize something
+
