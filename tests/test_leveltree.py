@@ -202,3 +202,20 @@ def test_accumulator_counts_equal_without_the_helper():
     assert np.array_equal(with_tree.num_correct, traced.num_correct)
     assert with_tree.num_correct[1].sum() > 0  # the maps do localize something
 
+
+
+@pytest.mark.parametrize("thresholds", [[0.5, 0.1, 1.5, 0.1, 0.0, 0.999], np.arange(0, 1, 0.0005)])
+def test_threshold_ious_equal_opencv_for_any_sweep(thresholds):
+    """Unsorted, repeated and > 1 thresholds (an empty foreground), and a sweep finer than the
+    256 grey levels: per threshold, the same v2 IoU and the same v1 decisions."""
+    rng = np.random.default_rng(21)
+    imgs = [(scoremap * 255).astype(np.uint8) for _, scoremap in _maps(0)]  # one size
+    gts = [_gt(rng, *img.shape) for img in imgs]
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    table = leveltree.threshold_table(thresholds)
+    best = leveltree.threshold_best_ious(np.stack(imgs), table, gts, CUTS)
+    for img, gt, got in zip(imgs, gts, best):
+        levels, index = distinct_levels(img, thresholds)
+        v1, v2 = level_contours(img, levels).best_iou(gt)
+        assert np.array_equal(got[1], v2[index])
+        assert np.array_equal(got[0][:, None] >= CUTS, v1[index][:, None] >= CUTS)

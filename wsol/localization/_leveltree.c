@@ -43,11 +43,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
-/* One node per pixel, all fields together: the passes visit pixels in value order, i.e. all
- * over the image, and one cache line per visit is what keeps them fast. */
+/* Per pixel: its parent (a dense array, read for every neighbour of every pixel) and the rest
+ * of its set's data together (read only at merges and snapshots, one cache line per visit). */
 typedef struct {
-    int32_t parent;        /* -1: not added yet */
     int32_t size;
     int32_t inner;         /* interior pixels (foreground pass) */
     int32_t x0, y0, x1, y1;
@@ -56,6 +58,7 @@ typedef struct {
 } Node;
 
 typedef struct {
+    int32_t *parent;       /* -1: not added yet */
     Node *node;
     double *iou;
     int32_t *roots;        /* candidate roots, compacted at every snapshot */
@@ -69,18 +72,18 @@ typedef struct {
     uint8_t *erosion, *rowmin;
 } Work;
 
-static int32_t find_root(Node *node, int32_t p) {
+static int32_t find_root(int32_t *parent, int32_t p) {
     int32_t r = p;
-    while (node[r].parent != r) r = node[r].parent;
-    while (node[p].parent != r) { int32_t next = node[p].parent; node[p].parent = r; p = next; }
+    while (parent[r] != r) r = parent[r];
+    while (parent[p] != r) { int32_t next = parent[p]; parent[p] = r; p = next; }
     return r;
 }
 
 /* Merge the sets of roots ra != rb; returns the new root. */
-static int32_t merge_sets(Node *node, int32_t ra, int32_t rb) {
+static int32_t merge_sets(int32_t *parent, Node *node, int32_t ra, int32_t rb) {
     Node *a = node + ra, *b = node + rb;
     if (a->size < b->size) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
-    b->parent = ra;
+    parent[rb] = ra;
     a->size += b->size;
     a->inner += b->inner;
     if (b->x0 < a->x0) a->x0 = b->x0;
@@ -110,7 +113,7 @@ static double best_iou(int64_t bx0, int64_t by0, int64_t bx1, int64_t by1,
 }
 
 static void work_free(Work *wk) {
-    free(wk->f.node); free(wk->f.iou); free(wk->f.roots);
+    free(wk->f.parent); free(wk->f.node); free(wk->f.iou); free(wk->f.roots);
     free(wk->order); free(wk->ox); free(wk->oy); free(wk->order_e); free(wk->erosion);
     free(wk->rowmin);
 }
@@ -119,6 +122,7 @@ static int work_alloc(Work *wk, Py_ssize_t n) {
     Forest *f = &wk->f;
     memset(wk, 0, sizeof(*wk));
     if (n < 1) n = 1;
+    f->parent = malloc(n * sizeof(int32_t));
     f->node = malloc(n * sizeof(Node));
     f->iou = malloc(n * sizeof(double));
     f->roots = malloc(n * sizeof(int32_t));
@@ -128,18 +132,72 @@ static int work_alloc(Work *wk, Py_ssize_t n) {
     wk->order_e = malloc(n * sizeof(int32_t));
     wk->erosion = malloc(n);
     wk->rowmin = malloc(n);
-    if (!f->node || !f->iou || !f->roots || !wk->order || !wk->ox || !wk->oy || !wk->order_e
+    if (!f->parent || !f->node || !f->iou || !f->roots || !wk->order || !wk->ox || !wk->oy || !wk->order_e
         || !wk->erosion || !wk->rowmin) {
         work_free(wk);
+        memset(wk, 0, sizeof(*wk));
         return -1;
     }
     return 0;
 }
 
+/* Workspaces are kept per thread between calls (up to CACHED_PIXELS pixels): allocating ~60
+ * bytes per pixel afresh for every map costs page faults comparable to the work itself. A
+ * thread's workspace is freed when the thread exits. */
+#define CACHED_PIXELS ((Py_ssize_t)1 << 22)
+
+#ifndef _WIN32
+typedef struct {
+    Work wk;
+    Py_ssize_t capacity;
+} CachedWork;
+
+static pthread_key_t work_key;
+static pthread_once_t work_key_once = PTHREAD_ONCE_INIT;
+static int work_key_ok = 0;
+
+static void cached_work_free(void *ptr) {
+    CachedWork *c = ptr;
+    work_free(&c->wk);
+    free(c);
+}
+
+static void make_work_key(void) { work_key_ok = pthread_key_create(&work_key, cached_work_free) == 0; }
+#endif
+
+/* A workspace for maps of n pixels: the thread's cached one, or a fresh one (*owned = 1, to be
+ * released with work_free). NULL when out of memory. */
+static Work *get_work(Py_ssize_t n, Work *fresh, int *owned) {
+    *owned = 0;
+#ifndef _WIN32
+    if (n <= CACHED_PIXELS) {
+        pthread_once(&work_key_once, make_work_key);
+        if (work_key_ok) {
+            CachedWork *c = pthread_getspecific(work_key);
+            if (c != NULL && c->capacity >= n) return &c->wk;
+            if (c == NULL) {
+                c = calloc(1, sizeof(*c));
+                if (c == NULL || pthread_setspecific(work_key, c) != 0) { free(c); return NULL; }
+            }
+            work_free(&c->wk);
+            c->capacity = 0;
+            /* Grow to the largest map size seen so far (at least 224 x 224). */
+            Py_ssize_t want = n > 224 * 224 ? n : 224 * 224;
+            if (work_alloc(&c->wk, want) < 0) return NULL;
+            c->capacity = want;
+            return &c->wk;
+        }
+    }
+#endif
+    if (work_alloc(fresh, n) < 0) return NULL;
+    *owned = 1;
+    return fresh;
+}
+
 /* Add pixel p = (x, y) as a singleton set. */
 static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t edge) {
     Node *q = f->node + p;
-    q->parent = p;
+    f->parent[p] = p;
     q->size = 1;
     q->inner = 0;
     q->x0 = q->x1 = x;
@@ -151,7 +209,7 @@ static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t edge) 
 
 /* Join pixel p (just added, its set's root rp) with its added neighbours at the given offsets;
  * the offsets are checked against the image only when p is on its edge. */
-static void join_neighbours(Node *node, int32_t p, int32_t x, int32_t y, Py_ssize_t w,
+static void join_neighbours(int32_t *parent, Node *node, int32_t p, int32_t x, int32_t y, Py_ssize_t w,
                             Py_ssize_t h, const int *dx, const int *dy, int n_off) {
     int32_t rp = p;
     int inside = x > 0 && y > 0 && x + 1 < w && y + 1 < h;
@@ -161,9 +219,44 @@ static void join_neighbours(Node *node, int32_t p, int32_t x, int32_t y, Py_ssiz
             if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
         }
         int32_t q = p + dy[d] * (int32_t)w + dx[d];
-        if (node[q].parent < 0) continue;
-        int32_t rq = find_root(node, q);
-        if (rq != rp) rp = merge_sets(node, rp, rq);
+        if (parent[q] < 0) continue;
+        int32_t rq = find_root(parent, q);
+        if (rq != rp) rp = merge_sets(parent, node, rp, rq);
+    }
+}
+
+/* The 8-connected case: the neighbours in ring order (NW, N, NE, E, SE, S, SW, W) are each
+ * 8-adjacent to the next, so a run of added neighbours along the ring is already one set (they
+ * were joined when the later of them was added): one find per run instead of one per neighbour. */
+static void join_ring8(int32_t *parent, Node *node, int32_t p, int32_t x, int32_t y,
+                       Py_ssize_t w, Py_ssize_t h) {
+    static const int rx[8] = {-1, 0, 1, 1, 1, 0, -1, -1}, ry[8] = {-1, -1, -1, 0, 1, 1, 1, 0};
+    int32_t q[8];
+    int in[8];
+    int inside = x > 0 && y > 0 && x + 1 < w && y + 1 < h;
+    int any = 0;
+    for (int d = 0; d < 8; d++) {
+        q[d] = p + ry[d] * (int32_t)w + rx[d];
+        if (inside) {
+            in[d] = parent[q[d]] >= 0;
+        } else {
+            int32_t nx = x + rx[d], ny = y + ry[d];
+            in[d] = nx >= 0 && ny >= 0 && nx < w && ny < h && parent[q[d]] >= 0;
+        }
+        any |= in[d];
+    }
+    if (!any) return;
+    int32_t rp = p;
+    int started = 0;
+    for (int d = 0; d < 8; d++) {
+        if (!in[d] || in[(d + 7) & 7]) continue;  /* not the start of a run */
+        started = 1;
+        int32_t rq = find_root(parent, q[d]);
+        if (rq != rp) rp = merge_sets(parent, node, rp, rq);
+    }
+    if (!started) {  /* all eight added: one run around the whole ring */
+        int32_t rq = find_root(parent, q[0]);
+        if (rq != rp) merge_sets(parent, node, rp, rq);
     }
 }
 
@@ -217,13 +310,12 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
                 wk->order_e[pos_e[wk->erosion[i]]++] = (int32_t)i;
             }
     }
-    static const int dx8[8] = {-1, 0, 1, -1, 1, -1, 0, 1}, dy8[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
     static const int dx4[4] = {0, -1, 1, 0}, dy4[4] = {-1, 0, 0, 1};
     double *fg_max = out, *fg_min = out + stride, *hole_max = out + 2 * stride;
     double *v1_max = out + 3 * stride, *v1_min = out + 4 * stride;
 
     /* Foreground: levels from the top down; pixels > L_k join before the snapshot of k. */
-    for (Py_ssize_t i = 0; i < n; i++) f->node[i].parent = -1;
+    for (Py_ssize_t i = 0; i < n; i++) f->parent[i] = -1;
     f->n_roots = 0;
     int v_next = 255;    /* pixels with value > v_next are in */
     int e_next = 255;    /* pixels with erosion > e_next are counted as interior */
@@ -233,19 +325,19 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
             for (Py_ssize_t i = start[v_next]; i < start[v_next + 1]; i++) {
                 int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
                 add_pixel(f, p, x, y, 0);
-                join_neighbours(f->node, p, x, y, w, h, dx8, dy8, 8);
+                join_ring8(f->parent, f->node, p, x, y, w, h);
             }
         }
         /* erosion <= img, so a pixel counted here has joined above; value 0 never counts */
         for (; e_next > lv && e_next >= 1; e_next--)
             for (Py_ssize_t i = start_e[e_next]; i < start_e[e_next + 1]; i++)
-                f->node[find_root(f->node, wk->order_e[i])].inner++;
+                f->node[find_root(f->parent, wk->order_e[i])].inner++;
         double mx = -1.0, mn = 2.0;
         int64_t largest_lower = 0;
         Py_ssize_t kept = 0;
         for (Py_ssize_t r = 0; r < f->n_roots; r++) {
             int32_t p = f->roots[r];
-            if (f->node[p].parent != p) continue;
+            if (f->parent[p] != p) continue;
             f->roots[kept++] = p;
             if (f->node[p].dirty) {
                 f->iou[p] = best_iou(f->node[p].x0, f->node[p].y0,
@@ -274,7 +366,7 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
     }
 
     /* Background (holes): levels from the bottom up; pixels <= L_k join before snapshot k. */
-    for (Py_ssize_t i = 0; i < n; i++) f->node[i].parent = -1;
+    for (Py_ssize_t i = 0; i < n; i++) f->parent[i] = -1;
     f->n_roots = 0;
     int v_in = -1;  /* pixels with value <= v_in are in */
     for (Py_ssize_t k = 0; k < n_levels; k++) {
@@ -284,14 +376,14 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
             for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++) {
                 int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
                 add_pixel(f, p, x, y, (x == 0 || y == 0 || x == w - 1 || y == h - 1));
-                join_neighbours(f->node, p, x, y, w, h, dx4, dy4, 4);
+                join_neighbours(f->parent, f->node, p, x, y, w, h, dx4, dy4, 4);
             }
         }
         double mx = -1.0;
         Py_ssize_t kept = 0;
         for (Py_ssize_t r = 0; r < f->n_roots; r++) {
             int32_t p = f->roots[r];
-            if (f->node[p].parent != p || f->node[p].edge) continue;  /* merged, or open to the outside */
+            if (f->parent[p] != p || f->node[p].edge) continue;  /* merged, or open to the outside */
             f->roots[kept++] = p;
             if (f->node[p].dirty) {
                 int64_t x1 = f->node[p].x1 + 2, y1 = f->node[p].y1 + 2;
@@ -357,16 +449,19 @@ static PyObject *level_ious(PyObject *self, PyObject *args) {
                 PyErr_Format(PyExc_ValueError, "level_ious: levels of map %zd not ascending", i);
                 goto done;
             }
-    Work wk;
+    Work fresh;
+    int owned = 0;
     Py_BEGIN_ALLOW_THREADS
-    rc = work_alloc(&wk, h * w);
-    if (rc == 0) {
+    Work *wk = get_work(h * w, &fresh, &owned);
+    if (wk == NULL) {
+        rc = -1;
+    } else {
         for (Py_ssize_t i = 0; i < b; i++)
-            one_map(&wk, (const uint8_t *)img.buf + i * h * w, h, w, lv + lo[i],
+            one_map(wk, (const uint8_t *)img.buf + i * h * w, h, w, lv + lo[i],
                     (Py_ssize_t)(lo[i + 1] - lo[i]), (const int64_t *)gt.buf + 4 * go[i],
                     (Py_ssize_t)(go[i + 1] - go[i]), n_levels, (double *)out.buf + lo[i],
                     (int64_t *)count.buf + lo[i]);
-        work_free(&wk);
+        if (owned) work_free(wk);
     }
     Py_END_ALLOW_THREADS
     if (rc < 0) {
@@ -382,10 +477,107 @@ done:
     return result;
 }
 
+/* One map, per threshold t of the sweep: level thr[t] (thr = thr_table row of the map's
+ * maximum), the distinct binarizations found from the grey values present (two levels give the
+ * same img > L iff as many present values lie at or below each), one_map over those, and per
+ * threshold: out[0] v2 IoU, out[1] / out[2] the max / min IoU of the v1 candidates (rows of
+ * stride n_thr). An empty foreground has the box (0, 0, 0, 0) in both modes. */
+static void one_map_thresholds(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
+                               const int64_t *thr_table, Py_ssize_t n_thr, const int64_t *gt,
+                               Py_ssize_t n_gt, double *out) {
+    Py_ssize_t n = h * w;
+    int present[256] = {0};
+    int max_value = 0;
+    for (Py_ssize_t i = 0; i < n; i++) present[img[i]] = 1;
+    for (int v = 255; v >= 0; v--) if (present[v]) { max_value = v; break; }
+    int cum[256];
+    for (int v = 0, c = 0; v < 256; v++) { c += present[v]; cum[v] = c; }
+    const int64_t *thr = thr_table + (Py_ssize_t)max_value * n_thr;
+    int64_t level_of_key[257];
+    int index_of_key[257];
+    for (int k = 0; k < 257; k++) level_of_key[k] = -1;
+    for (Py_ssize_t t = 0; t < n_thr; t++) {
+        int64_t lv = thr[t] < 0 ? 0 : thr[t] > 255 ? 255 : thr[t];  /* the table's are; be safe */
+        int key = cum[lv];
+        if (level_of_key[key] < 0) level_of_key[key] = lv;
+    }
+    int64_t levels[257];
+    Py_ssize_t n_levels = 0;
+    for (int k = 0; k < 257; k++)
+        if (level_of_key[k] >= 0) { index_of_key[k] = (int)n_levels; levels[n_levels++] = level_of_key[k]; }
+    double per_level[5 * 257];
+    int64_t count[257];
+    one_map(wk, img, h, w, levels, n_levels, gt, n_gt, 257, per_level, count);
+    double empty_iou = best_iou(0, 0, 0, 0, gt, n_gt);
+    for (Py_ssize_t t = 0; t < n_thr; t++) {
+        int k = index_of_key[cum[thr[t] < 0 ? 0 : thr[t] > 255 ? 255 : thr[t]]];
+        if (count[k] == 0) {
+            out[t] = out[n_thr + t] = out[2 * n_thr + t] = empty_iou;
+            continue;
+        }
+        double fg = per_level[k], hole = per_level[2 * 257 + k];
+        out[t] = fg > hole ? fg : hole;
+        out[n_thr + t] = per_level[3 * 257 + k];
+        out[2 * n_thr + t] = per_level[4 * 257 + k];
+    }
+}
+
+static PyObject *threshold_ious(PyObject *self, PyObject *args) {
+    Py_buffer img, thr_table, gt, gt_off, out;
+    Py_ssize_t b, h, w, n_thr;
+    if (!PyArg_ParseTuple(args, "y*nnny*ny*y*w*", &img, &b, &h, &w, &thr_table, &n_thr, &gt,
+                          &gt_off, &out))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n_gt = gt.len / 32;
+    int rc = 0;
+    if (b < 0 || h <= 0 || w <= 0 || h * w > INT32_MAX / 2 || n_thr < 0) {
+        PyErr_SetString(PyExc_ValueError, "threshold_ious: bad map size");
+        goto done;
+    }
+    if (check_buffer(&img, 1, b * h * w, "imgs")
+        || check_buffer(&thr_table, 8, 256 * n_thr, "threshold table")
+        || check_buffer(&gt, 32, n_gt, "gt") || check_buffer(&gt_off, 8, b + 1, "gt offsets")
+        || check_buffer(&out, 8, b * 3 * n_thr, "out"))
+        goto done;
+    const int64_t *table = thr_table.buf, *go = gt_off.buf;
+    if (check_offsets(go, b, n_gt, 1, "gt offsets (every map needs a GT box)"))
+        goto done;
+    Work fresh;
+    int owned = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Work *wk = get_work(h * w, &fresh, &owned);
+    if (wk == NULL) {
+        rc = -1;
+    } else {
+        for (Py_ssize_t i = 0; i < b; i++)
+            one_map_thresholds(wk, (const uint8_t *)img.buf + i * h * w, h, w, table, n_thr,
+                               (const int64_t *)gt.buf + 4 * go[i],
+                               (Py_ssize_t)(go[i + 1] - go[i]),
+                               (double *)out.buf + i * 3 * n_thr);
+        if (owned) work_free(wk);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&img); PyBuffer_Release(&thr_table); PyBuffer_Release(&gt);
+    PyBuffer_Release(&gt_off); PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"level_ious", level_ious, METH_VARARGS,
      "level_ious(imgs, b, h, w, levels, level_offsets, gt, gt_offsets, out, count): per-level "
      "best IoU of the components and holes of img > level for a batch of uint8 maps (see "
+     "wsol.localization.leveltree)."},
+    {"threshold_ious", threshold_ious, METH_VARARGS,
+     "threshold_ious(imgs, b, h, w, thr_table, n_thr, gt, gt_offsets, out): per threshold, the "
+     "v2 IoU and the v1 candidates' max / min IoU, for a batch of uint8 maps (see "
      "wsol.localization.leveltree)."},
     {NULL, NULL, 0, NULL}};
 

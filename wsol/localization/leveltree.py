@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsol.localization.boxes import box_iou, level_contours
+from wsol.localization.boxes import box_iou, level_contours, threshold_levels
 
 try:
     from wsol.localization import _leveltree
@@ -124,4 +124,51 @@ def level_best_ious(imgs: np.ndarray, levels: Sequence[np.ndarray], gts: Sequenc
             traced = level_contours(img, np.asarray(lv, dtype=np.int64)[undecided])
             best[0, undecided] = traced.best_iou(gt)[0]
         out.append(best)
+    return out
+
+
+def threshold_table(thresholds: np.ndarray) -> np.ndarray:
+    """``(256, T)`` int64: row ``m`` holds the level ``min(floor(t * m), 255)`` of every threshold
+    ``t`` for a map whose maximum is ``m`` (the reference's ``int(t * max(img))``, computed as
+    :func:`wsol.localization.boxes.distinct_levels` does)."""
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    return np.ascontiguousarray(np.stack([np.minimum(threshold_levels(t, m), 255)
+                                          for m in range(256)]))
+
+
+def threshold_best_ious(imgs: np.ndarray, table: np.ndarray, gts: Sequence[np.ndarray],
+                        iou_cut: np.ndarray) -> np.ndarray:
+    """``(B, 2, T)`` float64 for the uint8 maps ``imgs (B, H, W)``, thresholds given by their
+    :func:`threshold_table`, GT boxes ``gts[n] (G, 4)``: per threshold the v1 (row 0) and v2
+    (row 1) best IoUs, passing exactly the cuts ``iou_cut`` the reference's pass. v2 is the
+    reference's value; v1 is the reference's value where OpenCV had to be asked (the v1
+    candidates disagree on a cut), and otherwise a candidate's IoU on the same side of every cut.
+    """
+    if _leveltree is None:
+        raise RuntimeError("wsol.localization._leveltree is not built (see available())")
+    imgs = np.ascontiguousarray(imgs, dtype=np.uint8)
+    if imgs.ndim != 3:
+        raise ValueError(f"threshold_best_ious: expected (B, H, W) maps, got {imgs.shape}")
+    batch, height, width = imgs.shape
+    table = np.ascontiguousarray(table, dtype=np.int64)
+    if table.ndim != 2 or table.shape[0] != 256:
+        raise ValueError(f"threshold_best_ious: expected a (256, T) table, got {table.shape}")
+    n_thr = table.shape[1]
+    gts = [np.asarray(g, dtype=np.int64).reshape(-1, 4) for g in gts]
+    if len(gts) != batch or any(len(g) == 0 for g in gts):
+        raise ValueError("threshold_best_ious: every map needs at least one GT box")
+    gt_off = np.concatenate([[0], np.cumsum([len(g) for g in gts])]).astype(np.int64)
+    flat_gt = np.ascontiguousarray(np.concatenate(gts) if batch else np.zeros((0, 4), np.int64))
+    raw = np.empty((batch, 3, n_thr))
+    _leveltree.threshold_ious(imgs, batch, height, width, table, n_thr, flat_gt, gt_off, raw)
+    cuts = np.asarray(iou_cut, dtype=np.float64).reshape(-1)
+    out = np.empty((batch, 2, n_thr))
+    out[:, 1] = raw[:, 0]
+    out[:, 0] = raw[:, 1]
+    undecided = ((raw[:, 2, :, None] >= cuts) != (raw[:, 1, :, None] >= cuts)).any(axis=-1)
+    for n in np.flatnonzero(undecided.any(axis=1)):
+        which = undecided[n]
+        thr = table[int(imgs[n].max())][which]
+        levels, index = np.unique(thr, return_inverse=True)
+        out[n, 0, which] = level_contours(imgs[n], levels).best_iou(gts[n])[0][index.reshape(-1)]
     return out

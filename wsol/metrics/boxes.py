@@ -103,6 +103,9 @@ class BoxAccumulator(CountAccumulator):
             self.fg_hist = self._add_counts("fg_hist", n_t + 2)
             self.bg_hist = self._add_counts("bg_hist", n_t + 2)
         self._iou_cut = np.asarray(deltas, dtype=np.int64)[:, None] / 100  # as the reference: d/100
+        # Levels per threshold for each possible map maximum: the component tree's input.
+        self._table = (leveltree.threshold_table(self.thresholds) if self.component_tree
+                       else None)
 
     def settings(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds.tolist(), "iou_thresholds": list(self.iou_thresholds),
@@ -144,7 +147,7 @@ class BoxAccumulator(CountAccumulator):
             part = slice(lo, lo + step)
             self._submit(_count_images, images[part], gts[part],
                          [None if f is None else f[part] for f in flags],
-                         self.thresholds, self._iou_cut, self.component_tree)
+                         self.thresholds, self._iou_cut, self._table)
         if self.score_histograms:
             self._update_histograms(scoremaps, gt_boxes)
 
@@ -234,16 +237,15 @@ def image_best_iou(img: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
 
 def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
                   flags: Sequence[np.ndarray | None], thresholds: np.ndarray,
-                  iou_cut: np.ndarray, component_tree: bool) -> dict[str, np.ndarray]:
+                  iou_cut: np.ndarray, table: np.ndarray | None) -> dict[str, np.ndarray]:
     """Partial counts of a chunk of images (runs in the pool): ``num_correct``,
     ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
-    min_cut = float(iou_cut.min())
-    correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
-    if component_tree:  # one component tree per map, the same counts (see leveltree's doc)
-        levels, index = zip(*(distinct_levels(img, thresholds) for img in images))
-        for n, best in enumerate(leveltree.level_best_ious(images, levels, gts, iou_cut)):
-            correct[n] = best[:, index[n]][:, None, :] >= iou_cut[None]
+    if table is not None:  # one component tree per map, the same counts (see leveltree's doc)
+        best = leveltree.threshold_best_ious(images, table, gts, iou_cut)
+        correct = best[:, :, None, :] >= iou_cut[None, None]
     else:
+        min_cut = float(iou_cut.min())
+        correct = np.zeros((len(images), 2, len(iou_cut), len(thresholds)), dtype=bool)
         for n, (img, gt) in enumerate(zip(images, gts)):
             correct[n] = image_best_iou(img, gt, thresholds, min_cut)[:, None, :] >= iou_cut[None]
     out = {"num_correct": correct.sum(axis=0, dtype=np.int64)}
