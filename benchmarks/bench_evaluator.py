@@ -3,12 +3,15 @@
 On the 120 parity maps of ``../shared/fixtures/metric-parity/boxes`` (224x224, float64 as the
 reference requires) at cam_curve_interval 0.001 (1000 thresholds), all contours (MaxBoxAccV2):
 
-- in-process, one thread: per image, alternating, wsolevaluation's
-  ``BoxEvaluator.accumulate(scoremap, image_id)``, wsol's ``BoxAccumulator(num_threads=1).update``
+- in-process, one thread: alternating every ``--chunk`` (32) images, wsolevaluation's
+  ``BoxEvaluator.accumulate(scoremap, image_id)`` on each image (its only API), wsol's
+  ``BoxAccumulator(num_threads=1).update`` on the chunk as one batch (as ``evaluate`` and
+  ``evaluate-maps`` call it)
   (which counts v1 and v2 in the same pass, from one component tree per map when the compiled
   helper is built) and the same with ``component_tree=False`` (every level traced with OpenCV,
   the path of an install without a C compiler); all in this process, CPU time and wall time per
-  image, several rounds (the median round is reported);
+  image, several rounds (the median round is reported); and the same alternating every single
+  image (each call then starts on caches the other two just used);
 - thread scaling: ``BoxAccumulator(num_threads=N)`` over the 120 maps in batches of 32, wall
   time, N alternating;
 - whole process: ``python -m wsol evaluate-maps`` on the maps saved as ``.npy`` vs the
@@ -106,11 +109,14 @@ def _commit_of(path: Path) -> str | None:
         return None
 
 
-def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds):
-    """Alternating per image: reference accumulate, ours (component tree when built), ours
-    tracing every level with OpenCV. Returns timings and counts."""
+def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds, chunk):
+    """Alternating, one chunk of ``chunk`` images at a time: the reference accumulates them one
+    by one (its only API), ours (component tree when built) and ours tracing every level with
+    OpenCV each take the chunk as one batch, as their evaluation loops do. ``chunk=1`` is the
+    per-image alternation (every call starts with caches the others have just used)."""
     rows = []
     tree = leveltree.available()
+    stack = np.stack([maps[i] for i in ids])
     for _ in range(rounds):
         evaluator = ref.BoxEvaluator(metadata=meta_ref, dataset_name="CUB", split="test",
                                      cam_threshold_list=list(thresholds),
@@ -121,12 +127,17 @@ def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds):
                                 component_tree=False)
         names = ["ref", "ours", "ours_opencv"]
         t = {f"{k}_{c}": 0.0 for k in names for c in ("cpu", "wall")}
-        for image_id in ids:
-            for name, step in (("ref", lambda: evaluator.accumulate(maps[image_id], image_id)),
-                               ("ours", lambda: ours.update(maps[image_id][None],
-                                                            [gts[image_id]])),
-                               ("ours_opencv", lambda: traced.update(maps[image_id][None],
-                                                                     [gts[image_id]]))):
+        for lo in range(0, len(ids), chunk):
+            part = ids[lo:lo + chunk]
+            batch, boxes = stack[lo:lo + chunk], [gts[i] for i in part]
+
+            def reference_chunk():
+                for image_id in part:
+                    evaluator.accumulate(maps[image_id], image_id)
+
+            for name, step in (("ref", reference_chunk),
+                               ("ours", lambda: ours.update(batch, boxes)),
+                               ("ours_opencv", lambda: traced.update(batch, boxes))):
                 cpu, wall = time.process_time(), time.perf_counter()
                 step()
                 t[f"{name}_cpu"] += time.process_time() - cpu
@@ -136,6 +147,18 @@ def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds):
     counts_ours = {d: ours.num_correct[V2, i].tolist() for i, d in enumerate(IOUS)}
     same_paths = bool(np.array_equal(ours.num_correct, traced.num_correct))
     return rows, counts_ref, counts_ours, ours, same_paths, tree
+
+
+def _summary(rows, note):
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return median, {
+        "ms_per_image_median": median,
+        "rounds": rows,
+        "speedup_cpu": median["ref_cpu"] / median["ours_cpu"],
+        "speedup_wall": median["ref_wall"] / median["ours_wall"],
+        "speedup_cpu_opencv_path": median["ref_cpu"] / median["ours_opencv_cpu"],
+        "note": note,
+    }
 
 
 def v1_counts(ref, meta_ref, ids, maps, thresholds):
@@ -222,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="in-process rounds (median)")
     parser.add_argument("--process-rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--chunk", type=int, default=32,
+                        help="images per alternation step of the in-process comparison")
     args = parser.parse_args(argv)
 
     if not args.reference or not (Path(args.reference) / "evaluation.py").is_file():
@@ -247,22 +272,30 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
 
     rows, counts_ref, counts_ours, ours, same_paths, tree = in_process(
-        ref, meta_ref, ids, maps, gts, thresholds, args.rounds)
+        ref, meta_ref, ids, maps, gts, thresholds, args.rounds, args.chunk)
+    rows_1, _, counts_1, _, same_1, _ = in_process(ref, meta_ref, ids, maps, gts, thresholds,
+                                                   args.rounds, 1)
     v1_ref = v1_counts(ref, meta_ref, ids, maps, thresholds)
     v1_ours = {d: ours.num_correct[V1, i].tolist() for i, d in enumerate(IOUS)}
     expected = json.loads((root / "reference.json").read_text())["results"]
     stored = {bool(r["multi_contour_eval"]): r["num_correct"] for r in expected
               if r["cam_curve_interval"] == args.interval}
     parity = {
-        "component_tree_equals_opencv_path_v1_and_v2": same_paths,
-        "v2_ours_equals_reference_run": counts_ours == counts_ref,
+        "component_tree_equals_opencv_path_v1_and_v2": same_paths and same_1,
+        "v2_ours_equals_reference_run": counts_ours == counts_ref == counts_1,
         "v1_ours_equals_reference_run": v1_ours == v1_ref,
         "v2_equals_reference_json": (True in stored and all(
             counts_ours[d] == stored[True][str(d)] for d in IOUS)),
         "v1_equals_reference_json": (False in stored and all(
             v1_ours[d] == stored[False][str(d)] for d in IOUS)),
     }
-    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    note = ("one process, one thread; ours counts v1 and v2 together; 'ours' uses the component"
+            " tree (wsol.localization.leveltree) when built, 'ours_opencv' traces every level with"
+            " cv2.findContours; the reference accumulates image by image, its only API")
+    median, in_chunks = _summary(rows, f"alternating every {args.chunk} images, ours as one batch"
+                                 " (as the evaluation loops call it); " + note)
+    median_1, per_image = _summary(rows_1, "alternating every image (each call finds caches the"
+                                   " others just used); " + note)
     scaling, scaling_all, scaling_identical = thread_scaling(ids, maps, gts, thresholds,
                                                             args.threads, args.rounds)
     cv2.setNumThreads(-1)
@@ -289,17 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                     "fixtures": "shared/fixtures/metric-parity/boxes"},
         "load_average": {"before": [round(x, 2) for x in load_before],
                          "after": [round(x, 2) for x in os.getloadavg()]},
-        "in_process_one_thread": {
-            "ms_per_image_median": median,
-            "rounds": rows,
-            "speedup_cpu": median["ref_cpu"] / median["ours_cpu"],
-            "speedup_wall": median["ref_wall"] / median["ours_wall"],
-            "speedup_cpu_opencv_path": median["ref_cpu"] / median["ours_opencv_cpu"],
-            "component_tree_built": tree,
-            "note": ("alternating per image in one process; ours counts v1 and v2 together;"
-                     " 'ours' uses the component tree (wsol.localization.leveltree) when built,"
-                     " 'ours_opencv' traces every level with cv2.findContours"),
-        },
+        "in_process_one_thread": {**in_chunks, "chunk": args.chunk,
+                                   "component_tree_built": tree},
+        "in_process_one_thread_per_image": per_image,
         "thread_scaling": {
             "ms_per_image_wall_median": scaling,
             "all": {str(k): v for k, v in scaling_all.items()},
@@ -311,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         "parity": parity,
     }
     write_result("evaluator", payload)
-    print(f"in-process, one thread: reference {median['ref_cpu']:.2f} ms/image CPU, ours"
+    print(f"in-process per image: reference {median_1['ref_cpu']:.2f} ms/image CPU, ours"
+          f" {median_1['ours_cpu']:.2f}: {per_image['speedup_cpu']:.1f}x")
+    print(f"in-process, one thread, chunks of {args.chunk}: reference {median['ref_cpu']:.2f}"
+          " ms/image CPU, ours"
           f" {median['ours_cpu']:.2f}: {payload['in_process_one_thread']['speedup_cpu']:.1f}x"
           f" CPU ({payload['in_process_one_thread']['speedup_wall']:.1f}x wall); OpenCV path"
           f" {median['ours_opencv_cpu']:.2f} ms/image")
