@@ -1,4 +1,4 @@
-"""The compiled component-tree helper is optional in setup.py (an install without a C compiler
+"""The compiled helpers (component tree, score histograms) are optional in setup.py (an install without a C compiler
 still works), so a build that broke would pass silently: this catches that."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sysconfig
 import pytest
 
 from wsol.localization import leveltree
+from wsol.metrics import histograms
 
 
 def test_helper_is_built_wherever_a_compiler_is_present():
@@ -18,3 +19,4 @@ def test_helper_is_built_wherever_a_compiler_is_present():
     if shutil.which(compiler) is None:
         pytest.skip(f"no C compiler ({compiler}) on this machine")
     assert leveltree.available()
+    assert histograms._scorebins is not None
