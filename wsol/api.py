@@ -378,12 +378,17 @@ class Localizer:
         if not pil:
             raise UserError("no images given")
         wanted = self._classes(classes, len(pil))
+        def prepared():  # resized and normalized in a thread while the previous batch runs
+            for start in range(0, len(pil), self.batch_size):
+                chunk = pil[start:start + self.batch_size]
+                yield (start, torch.stack([self.preprocess(im) for im in chunk]),
+                       [(im.height, im.width) for im in chunk])
+
+        from wsol.utils.prefetch import prefetch
+
         outputs = []
-        for start in range(0, len(pil), self.batch_size):
-            chunk = pil[start:start + self.batch_size]
-            inputs = torch.stack([self.preprocess(im) for im in chunk])
-            sizes = [(im.height, im.width) for im in chunk]
-            part = None if wanted is None else wanted[start:start + len(chunk)]
+        for start, inputs, sizes in prefetch(prepared()):
+            part = None if wanted is None else wanted[start:start + len(sizes)]
             outputs.append(self.localize_batch(inputs, sizes, part))
         return _concat(outputs)
 

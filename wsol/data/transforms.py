@@ -214,6 +214,19 @@ class Normalize:
     def __call__(self, x: Tensor) -> Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
+    def apply_(self, x: Tensor) -> Tensor:
+        """:meth:`__call__` in place, for a tensor the caller owns (the transforms' fresh
+        per-image tensors): the same float32 operations, so the same values, without two
+        temporaries per image; CPU tensors in NumPy (single-threaded: torch's thread pool makes
+        small per-image ops slow on a busy CPU)."""
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+            arr = x.numpy()
+            shape = (3, 1, 1) if x.ndim == 3 else (1, 3, 1, 1)
+            arr -= self.mean.numpy().reshape(shape)
+            arr /= self.std.numpy().reshape(shape)
+            return x
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
     def invert(self, x: Tensor) -> Tensor:
         """Undo the normalization (``x * std + mean``), e.g. to draw overlays."""
         return x * self.std.to(x.device) + self.mean.to(x.device)
@@ -250,7 +263,7 @@ class TrainTransform:
         x = to_tensor(img)[:, top:top + ch, left:left + cw]
         if flip:
             x = x.flip(-1)
-        return self.normalize(x.contiguous())
+        return self.normalize.apply_(x.contiguous())
 
     def __repr__(self) -> str:
         return (f"TrainTransform(resize_size={self.resize_size}, crop_size={self.crop_size}, "
@@ -267,7 +280,7 @@ class EvalTransform:
         self.normalize = Normalize(mean=mean, std=std)
 
     def __call__(self, img: Image.Image) -> Tensor:
-        return self.normalize(to_tensor(resize(img, self.size)))
+        return self.normalize.apply_(to_tensor(resize(img, self.size)))
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"

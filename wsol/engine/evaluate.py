@@ -29,6 +29,7 @@ from wsol.localization.pipeline import EVAL_TYPES, compute_maps
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 from wsol.metrics.inside import inside_outside_means
+from wsol.utils.prefetch import prefetch
 
 
 class ShardSampler(Sampler[int]):
@@ -111,7 +112,9 @@ def evaluate(
     polarity = torch.zeros(2, dtype=torch.int64, device=device)  # defined, inside > outside
     if channels_last:
         inner.to(memory_format=torch.channels_last)
-    batches = tqdm(loader, desc="eval", leave=False, unit="batch",
+    # Without worker processes, the next batch is decoded in a thread during this forward pass.
+    source = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
+    batches = tqdm(source, desc="eval", leave=False, unit="batch", total=len(loader),
                    disable=not (progress and is_main_process()))
     try:
         for batch in batches:
