@@ -32,6 +32,11 @@ the v1 box passes exactly those cuts, whichever candidate it is. Only the remain
 A level whose foreground is empty has the box ``(0, 0, 0, 0)`` in both modes. IoUs are those of
 wsolevaluation's ``calculate_multiple_iou`` in float64 (computed the same way, so bit-equal).
 
+The evaluator calls :func:`threshold_best_ious`: the per-threshold levels come from a
+``(256, T)`` table indexed by the map's maximum (:func:`threshold_table`), the distinct
+binarizations are found in C from the grey values present (as
+:func:`wsol.localization.boxes.distinct_levels` does), and a whole chunk of maps is one call.
+
 Without the compiled helper (an install where the C compiler was missing), :func:`available`
 is False and callers trace every level with OpenCV; both give identical counts
 (``tests/test_leveltree.py``).
