@@ -41,6 +41,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from wsol.errors import UserError
+from wsol.utils.prefetch import prefetch
 
 __all__ = ["DEFAULT_PRETRAINED_METHOD", "Localizer", "LocalizerOutput", "imagenet_class_names",
            "pretrained_method"]
@@ -378,13 +379,12 @@ class Localizer:
         if not pil:
             raise UserError("no images given")
         wanted = self._classes(classes, len(pil))
+
         def prepared():  # resized and normalized in a thread while the previous batch runs
             for start in range(0, len(pil), self.batch_size):
                 chunk = pil[start:start + self.batch_size]
                 yield (start, torch.stack([self.preprocess(im) for im in chunk]),
                        [(im.height, im.width) for im in chunk])
-
-        from wsol.utils.prefetch import prefetch
 
         outputs = []
         for start, inputs, sizes in prefetch(prepared()):

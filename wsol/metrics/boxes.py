@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wsol.localization import leveltree
 from wsol.localization.boxes import (
     LevelContours,
     ScoreMap,
@@ -42,7 +43,6 @@ from wsol.localization.boxes import (
     level_contours,
     quantize_maps,
 )
-from wsol.localization import leveltree
 from wsol.metrics.counts import CountAccumulator, MetricError, percent
 from wsol.metrics.histograms import bin_edges, score_bins
 
