@@ -55,17 +55,14 @@ def _gt(rng, h, w):
     return np.asarray(boxes, dtype=np.int64)
 
 
-def _all_levels(img):
-    return np.arange(256, dtype=np.int64)
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_component_ious_match_opencv_contours(seed):
     rng = np.random.default_rng(100 + seed)
     for name, scoremap in _maps(seed):
         img = (scoremap * 255).astype(np.uint8)
         gt = _gt(rng, *img.shape)
-        levels, _ = distinct_levels(img, np.arange(0, 1, 0.001))
+        sweep = np.arange(0, 1, 0.001)
+        levels, index = distinct_levels(img, sweep)
         traced = level_contours(img, levels)
         v1, v2 = traced.best_iou(gt)
         fg_max, fg_min, fg_count, hole_max, v1_max, v1_min = leveltree.component_ious(
@@ -77,9 +74,10 @@ def test_component_ious_match_opencv_contours(seed):
         # v1's box is the outer contour of one of the candidate components.
         assert (v1_min[nonempty] <= v1[nonempty]).all() and (v1[nonempty] <= v1_max[nonempty]).all()
         assert (fg_min <= v1_min).all() and (v1_max <= fg_max).all()
-        (best,) = leveltree.level_best_ious(img[None], [levels], [gt], CUTS)
-        assert np.array_equal(best[1], v2), name
-        assert np.array_equal(best[0][:, None] >= CUTS, v1[:, None] >= CUTS), name
+        (best,) = leveltree.threshold_best_ious(img[None], leveltree.threshold_table(sweep),
+                                                [gt], CUTS)
+        assert np.array_equal(best[1], v2[index]), name
+        assert np.array_equal(best[0][:, None] >= CUTS, v1[index][:, None] >= CUTS), name
 
 
 def test_component_count_is_the_number_of_outer_contours():
@@ -122,8 +120,8 @@ def test_empty_foreground_and_argument_checks():
     fg_max, fg_min, count, hole_max, _, _ = leveltree.component_ious(
         img, np.array([0, 3]), np.array([[0, 0, 1, 1]]))
     assert count.tolist() == [0, 0] and fg_max.tolist() == [-1, -1] and fg_min.tolist() == [2, 2]
-    (best,) = leveltree.level_best_ious(img[None], [np.array([0])], [np.array([[0, 0, 0, 0]])],
-                                        CUTS)
+    (best,) = leveltree.threshold_best_ious(img[None], leveltree.threshold_table([0.0]),
+                                            [np.array([[0, 0, 0, 0]])], CUTS)
     assert best.tolist() == [[1.0], [1.0]]  # the (0, 0, 0, 0) box
     with pytest.raises(ValueError, match="ascending"):
         leveltree.component_ious(img, np.array([3, 3]), np.array([[0, 0, 1, 1]]))

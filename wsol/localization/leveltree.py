@@ -48,7 +48,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsol.localization.boxes import box_iou, level_contours, threshold_levels
+from wsol.localization.boxes import level_contours, threshold_levels
 
 try:
     from wsol.localization import _leveltree
@@ -84,10 +84,7 @@ def component_ious(imgs: np.ndarray, levels: Sequence[np.ndarray],
     if len(levels) != batch or len(gts) != batch:
         raise ValueError(f"component_ious: {batch} maps, {len(levels)} level sets and"
                          f" {len(gts)} GT box sets")
-    levels = [np.asarray(lv, dtype=np.int64).reshape(-1) for lv in levels]
-    for n, lv in enumerate(levels):
-        if len(lv) > 1 and np.any(np.diff(lv) <= 0):
-            raise ValueError(f"component_ious: levels of map {n} must be strictly ascending")
+    levels = [np.asarray(lv, dtype=np.int64).reshape(-1) for lv in levels]  # ascending: checked in C
     gts = [np.asarray(g, dtype=np.int64).reshape(-1, 4) for g in gts]
     for n, g in enumerate(gts):
         if len(g) == 0:
@@ -101,35 +98,6 @@ def component_ious(imgs: np.ndarray, levels: Sequence[np.ndarray],
     _leveltree.level_ious(imgs, batch, height, width, flat_levels, level_off, flat_gt, gt_off,
                           out, count)
     return out[0], out[1], count, out[2], out[3], out[4]
-
-
-def level_best_ious(imgs: np.ndarray, levels: Sequence[np.ndarray], gts: Sequence[np.ndarray],
-                    iou_cut: np.ndarray) -> list[np.ndarray]:
-    """Per map of ``imgs (B, H, W)``: ``(2, L)`` float64 IoUs per level of ``levels[n]``, v1
-    (row 0) and v2 (row 1), that pass exactly the same cuts of ``iou_cut`` (fractions) as the
-    reference's best IoUs. v2 is the reference's value; v1 is the reference's value where OpenCV
-    had to be asked, and otherwise an IoU on the same side of every cut."""
-    cuts = np.asarray(iou_cut, dtype=np.float64).reshape(-1)
-    fg_max, _, count, hole_max, v1_max, v1_min = component_ious(imgs, levels, gts)
-    splits = np.cumsum([len(lv) for lv in levels])[:-1]
-    out = []
-    for n, (img, lv, gt) in enumerate(zip(imgs, levels, gts)):
-        part = slice(0 if n == 0 else int(splits[n - 1]),
-                     int(splits[n]) if n < len(splits) else len(count))
-        gt = np.asarray(gt, dtype=np.int64).reshape(-1, 4)
-        empty = count[part] == 0
-        best = np.empty((2, len(count[part])))
-        best[1] = np.maximum(fg_max[part], hole_max[part])
-        best[0] = v1_max[part]
-        if empty.any():
-            best[:, empty] = box_iou(np.zeros((1, 4), np.int64), gt).max()
-        lo, hi = v1_min[part], v1_max[part]
-        undecided = ~empty & ((lo[:, None] >= cuts) != (hi[:, None] >= cuts)).any(axis=1)
-        if undecided.any():
-            traced = level_contours(img, np.asarray(lv, dtype=np.int64)[undecided])
-            best[0, undecided] = traced.best_iou(gt)[0]
-        out.append(best)
-    return out
 
 
 def threshold_table(thresholds: np.ndarray) -> np.ndarray:
