@@ -194,6 +194,25 @@ static Work *get_work(Py_ssize_t n, Work *fresh, int *owned) {
     return fresh;
 }
 
+/* Run fn(wk, i, ctx) for maps i = 0 .. b - 1 of n pixels each, on one workspace (get_work),
+ * without the GIL. Returns -1 (no exception set) when out of memory. */
+typedef void (*MapFn)(Work *wk, Py_ssize_t i, void *ctx);
+
+static int for_each_map(Py_ssize_t n, Py_ssize_t b, MapFn fn, void *ctx) {
+    Work fresh;
+    int owned = 0, rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Work *wk = get_work(n, &fresh, &owned);
+    if (wk == NULL) {
+        rc = -1;
+    } else {
+        for (Py_ssize_t i = 0; i < b; i++) fn(wk, i, ctx);
+        if (owned) work_free(wk);
+    }
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
 /* Add pixel p = (x, y) as a singleton set. */
 static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t edge) {
     Node *q = f->node + p;
@@ -420,6 +439,23 @@ bad:
     return -1;
 }
 
+typedef struct {
+    const uint8_t *img;
+    Py_ssize_t h, w;
+    const int64_t *levels, *level_off, *gt, *gt_off;
+    Py_ssize_t n_levels;
+    double *out;
+    int64_t *count;
+} LevelArgs;
+
+static void level_map(Work *wk, Py_ssize_t i, void *ctx) {
+    const LevelArgs *a = ctx;
+    one_map(wk, a->img + i * a->h * a->w, a->h, a->w, a->levels + a->level_off[i],
+            (Py_ssize_t)(a->level_off[i + 1] - a->level_off[i]), a->gt + 4 * a->gt_off[i],
+            (Py_ssize_t)(a->gt_off[i + 1] - a->gt_off[i]), a->n_levels, a->out + a->level_off[i],
+            a->count + a->level_off[i]);
+}
+
 static PyObject *level_ious(PyObject *self, PyObject *args) {
     Py_buffer img, levels, level_off, gt, gt_off, out, count;
     Py_ssize_t b, h, w;
@@ -449,21 +485,8 @@ static PyObject *level_ious(PyObject *self, PyObject *args) {
                 PyErr_Format(PyExc_ValueError, "level_ious: levels of map %zd not ascending", i);
                 goto done;
             }
-    Work fresh;
-    int owned = 0;
-    Py_BEGIN_ALLOW_THREADS
-    Work *wk = get_work(h * w, &fresh, &owned);
-    if (wk == NULL) {
-        rc = -1;
-    } else {
-        for (Py_ssize_t i = 0; i < b; i++)
-            one_map(wk, (const uint8_t *)img.buf + i * h * w, h, w, lv + lo[i],
-                    (Py_ssize_t)(lo[i + 1] - lo[i]), (const int64_t *)gt.buf + 4 * go[i],
-                    (Py_ssize_t)(go[i + 1] - go[i]), n_levels, (double *)out.buf + lo[i],
-                    (int64_t *)count.buf + lo[i]);
-        if (owned) work_free(wk);
-    }
-    Py_END_ALLOW_THREADS
+    LevelArgs a = {img.buf, h, w, lv, lo, gt.buf, go, n_levels, out.buf, count.buf};
+    rc = for_each_map(h * w, b, level_map, &a);
     if (rc < 0) {
         PyErr_NoMemory();
         goto done;
@@ -482,6 +505,9 @@ done:
  * same img > L iff as many present values lie at or below each), one_map over those, and per
  * threshold: out[0] v2 IoU, out[1] / out[2] the max / min IoU of the v1 candidates (rows of
  * stride n_thr). An empty foreground has the box (0, 0, 0, 0) in both modes. */
+/* A table level as an index into 256 grey values (the table's are in range; be safe). */
+static inline int64_t clamp_level(int64_t level) { return level < 0 ? 0 : level > 255 ? 255 : level; }
+
 static void one_map_thresholds(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
                                const int64_t *thr_table, Py_ssize_t n_thr, const int64_t *gt,
                                Py_ssize_t n_gt, double *out) {
@@ -497,7 +523,7 @@ static void one_map_thresholds(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ss
     int index_of_key[257];
     for (int k = 0; k < 257; k++) level_of_key[k] = -1;
     for (Py_ssize_t t = 0; t < n_thr; t++) {
-        int64_t lv = thr[t] < 0 ? 0 : thr[t] > 255 ? 255 : thr[t];  /* the table's are; be safe */
+        int64_t lv = clamp_level(thr[t]);
         int key = cum[lv];
         if (level_of_key[key] < 0) level_of_key[key] = lv;
     }
@@ -510,7 +536,7 @@ static void one_map_thresholds(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ss
     one_map(wk, img, h, w, levels, n_levels, gt, n_gt, 257, per_level, count);
     double empty_iou = best_iou(0, 0, 0, 0, gt, n_gt);
     for (Py_ssize_t t = 0; t < n_thr; t++) {
-        int k = index_of_key[cum[thr[t] < 0 ? 0 : thr[t] > 255 ? 255 : thr[t]]];
+        int k = index_of_key[cum[clamp_level(thr[t])]];
         if (count[k] == 0) {
             out[t] = out[n_thr + t] = out[2 * n_thr + t] = empty_iou;
             continue;
@@ -520,6 +546,22 @@ static void one_map_thresholds(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ss
         out[n_thr + t] = per_level[3 * 257 + k];
         out[2 * n_thr + t] = per_level[4 * 257 + k];
     }
+}
+
+typedef struct {
+    const uint8_t *img;
+    Py_ssize_t h, w;
+    const int64_t *table;
+    Py_ssize_t n_thr;
+    const int64_t *gt, *gt_off;
+    double *out;
+} ThresholdArgs;
+
+static void threshold_map(Work *wk, Py_ssize_t i, void *ctx) {
+    const ThresholdArgs *a = ctx;
+    one_map_thresholds(wk, a->img + i * a->h * a->w, a->h, a->w, a->table, a->n_thr,
+                       a->gt + 4 * a->gt_off[i], (Py_ssize_t)(a->gt_off[i + 1] - a->gt_off[i]),
+                       a->out + i * 3 * a->n_thr);
 }
 
 static PyObject *threshold_ious(PyObject *self, PyObject *args) {
@@ -543,21 +585,8 @@ static PyObject *threshold_ious(PyObject *self, PyObject *args) {
     const int64_t *table = thr_table.buf, *go = gt_off.buf;
     if (check_offsets(go, b, n_gt, 1, "gt offsets (every map needs a GT box)"))
         goto done;
-    Work fresh;
-    int owned = 0;
-    Py_BEGIN_ALLOW_THREADS
-    Work *wk = get_work(h * w, &fresh, &owned);
-    if (wk == NULL) {
-        rc = -1;
-    } else {
-        for (Py_ssize_t i = 0; i < b; i++)
-            one_map_thresholds(wk, (const uint8_t *)img.buf + i * h * w, h, w, table, n_thr,
-                               (const int64_t *)gt.buf + 4 * go[i],
-                               (Py_ssize_t)(go[i + 1] - go[i]),
-                               (double *)out.buf + i * 3 * n_thr);
-        if (owned) work_free(wk);
-    }
-    Py_END_ALLOW_THREADS
+    ThresholdArgs a = {img.buf, h, w, table, n_thr, gt.buf, go, out.buf};
+    rc = for_each_map(h * w, b, threshold_map, &a);
     if (rc < 0) {
         PyErr_NoMemory();
         goto done;
