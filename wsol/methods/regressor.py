@@ -279,7 +279,7 @@ class BoxTrainTransform:
 
     def __call__(self, img: Image.Image, box: Tensor | Sequence[float]) -> tuple[Tensor, Tensor]:
         img, b = self.flip(*self.crop(img, box))
-        return self.normalize(to_tensor(img)), b.float()
+        return self.normalize.apply_(to_tensor(img)), b.float()
 
 
 class BoxEvalTransform:
@@ -292,4 +292,4 @@ class BoxEvalTransform:
 
     def __call__(self, img: Image.Image, box: Tensor | Sequence[float]) -> tuple[Tensor, Tensor]:
         img, b = self.resize(img, box)
-        return self.normalize(to_tensor(img)), b.float()
+        return self.normalize.apply_(to_tensor(img)), b.float()
