@@ -68,17 +68,20 @@ def score_bins(scoremaps: ScoreMap, thresholds: np.ndarray, foreground: ScoreMap
     the maps are on the CPU)."""
     edges = bin_edges(thresholds)
     n_bins = len(edges) - 1
-    sorted_edges = bool(np.all(np.diff(edges) >= 0)) and compiled is not False
     if compiled and _scorebins is None:
         raise ValueError("compiled=True, but wsol.metrics._scorebins is not built")
+    # The helper walks ascending edges; otherwise (or when asked not to) the vectorized search.
+    use_compiled = (_scorebins is not None and compiled is not False
+                    and bool(np.all(np.diff(edges) >= 0)))
     if is_tensor(scoremaps):
         import torch
 
         device = scoremaps.device
-        if (_scorebins is not None and device.type == "cpu" and sorted_edges
+        if (use_compiled and device.type == "cpu"
                 and scoremaps.dtype in (torch.float32, torch.float64)):
             fg_np = torch.as_tensor(foreground).bool().cpu().numpy()
-            bg_np = ~fg_np if background is None else torch.as_tensor(background).bool().numpy()
+            bg_np = (~fg_np if background is None
+                     else torch.as_tensor(background).bool().cpu().numpy())
             fg, bg = _compiled_bins(scoremaps.detach().contiguous().numpy(),
                                     _labels(fg_np, bg_np), edges, n_bins)
             return torch.from_numpy(fg), torch.from_numpy(bg)
@@ -97,7 +100,7 @@ def score_bins(scoremaps: ScoreMap, thresholds: np.ndarray, foreground: ScoreMap
     fg = np.asarray(foreground, dtype=bool)
     bg = ~fg if background is None else np.asarray(background, dtype=bool)
     scores = np.asarray(scoremaps)
-    if _scorebins is not None and sorted_edges and scores.dtype in (np.float32, np.float64):
+    if use_compiled and scores.dtype in (np.float32, np.float64):
         return _compiled_bins(scores, _labels(fg, bg), edges, n_bins)
     scores = scores.astype(np.float64)
     index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
