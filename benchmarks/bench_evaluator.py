@@ -149,6 +149,23 @@ def in_process(ref, meta_ref, ids, maps, gts, thresholds, rounds, chunk):
     return rows, counts_ref, counts_ours, ours, same_paths, tree
 
 
+def fallback_levels(ids, maps, gts, thresholds) -> dict:
+    """How many of the maps' distinct non-empty binarizations the component tree settles, and
+    how many it leaves to OpenCV (its v1 candidates disagree about an IoU cut)."""
+    from wsol.localization.boxes import distinct_levels
+
+    cuts = np.asarray(IOUS) / 100
+    nonempty = traced = 0
+    for image_id in ids:
+        img = (maps[image_id] * 255).astype(np.uint8)
+        levels, _ = distinct_levels(img, thresholds)
+        _, _, count, _, v1_max, v1_min = leveltree.component_ious(img, levels, gts[image_id])
+        open_ = (count > 0) & ((v1_min[:, None] >= cuts) != (v1_max[:, None] >= cuts)).any(1)
+        nonempty += int((count > 0).sum())
+        traced += int(open_.sum())
+    return {"distinct_nonempty_levels": nonempty, "levels_traced_by_opencv": traced}
+
+
 def _summary(rows, note):
     median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return median, {
@@ -323,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": [round(x, 2) for x in load_before],
                          "after": [round(x, 2) for x in os.getloadavg()]},
         "in_process_one_thread": {**in_chunks, "chunk": args.chunk,
-                                   "component_tree_built": tree},
+                                   "component_tree_built": tree,
+                                   **(fallback_levels(ids, maps, gts, thresholds) if tree
+                                      else {})},
         "in_process_one_thread_per_image": per_image,
         "thread_scaling": {
             "ms_per_image_wall_median": scaling,

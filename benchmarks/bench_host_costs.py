@@ -1,0 +1,132 @@
+"""Host-side costs per image next to the bare forward, in one run: what bounds `evaluate`'s
+share of the forward on a small CPU (benchmarks/README.md, "Pipelines").
+
+    python benchmarks/bench_host_costs.py [--reps 3]
+
+- decode + eval transform: ``WSOLDataset[i]`` on the 243 CUB-subset test images (JPEG decode,
+  resize to 224, to tensor, normalize), one thread;
+- box evaluator: ``BoxAccumulator(num_threads=1)`` on the 120 parity maps at interval 0.001,
+  batches of 32 (component tree, and the OpenCV path);
+- score histograms: ``score_bins`` on those maps as float32 tensors with their GT-box masks,
+  compiled helper vs vectorized search (the same counts, checked);
+- bare forward: EfficientNet-Lite0 (ImageNet weights, fresh 10-class head), batch 32 at 224,
+  fp32 and channels_last + bf16, wall ms per image and core-ms (wall x torch threads).
+
+Best of ``--reps``; writes benchmarks/results/host_costs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import REPO, write_result
+
+SHARED = REPO.parent / "shared"
+CUB = SHARED / "data" / "CUB_200_2011-classes001-010"
+PARITY = SHARED / "fixtures" / "metric-parity" / "boxes"
+
+
+def best_ms(fn, n_items: int, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return 1000 * best / n_items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--metadata", default=str(REPO / "data" / "cub10"))
+    args = parser.parse_args()
+    if not CUB.is_dir() or not (PARITY / "scoremaps.npz").is_file():
+        print(f"bench_host_costs: skipped: needs {CUB} and {PARITY}")
+        return
+    metadata = Path(args.metadata)
+    if not (metadata / "test").is_dir():
+        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(CUB),
+                        "--out", str(metadata)], cwd=REPO, check=True)
+
+    from wsol.config import load_config, resolve_config_path
+    from wsol.data.metadata import read_metadata
+    from wsol.engine.build import build_from_config
+    from wsol.engine.data import build_split
+    from wsol.localization.pipeline import autocast_context
+    from wsol.metrics import BoxAccumulator
+    from wsol.metrics.evaluator import gt_boxes_in_eval_geometry
+    from wsol.metrics.histograms import score_bins
+    from wsol.metrics.inside import box_union_masks
+
+    config = load_config(resolve_config_path("cream_efficientnet_lite0_cub10"),
+                         [f"data.root={CUB / 'images'}", f"data.metadata={metadata}",
+                          "method.stage=cam"])
+    method = build_from_config(config, num_classes=10).eval()
+    dataset, _, _ = build_split(config, "test", train=False, backbone=method.backbone)
+    out: dict = {}
+    out["decode_transform_ms"] = best_ms(lambda: [dataset[i] for i in range(len(dataset))],
+                                         len(dataset), args.reps)
+
+    meta = read_metadata(PARITY / "metadata" / "test")
+    ids = list(meta.image_ids)
+    with np.load(PARITY / "scoremaps.npz") as npz:
+        maps = np.stack([npz[i] for i in ids]).astype(np.float64)
+    gts_by_id = gt_boxes_in_eval_geometry(meta)
+    gts = [gts_by_id[i] for i in ids]
+    thresholds = np.arange(0, 1, 0.001)
+
+    def boxes(tree: bool) -> None:
+        acc = BoxAccumulator(thresholds, num_threads=1, component_tree=tree)
+        for lo in range(0, len(ids), 32):
+            acc.update(maps[lo:lo + 32], gts[lo:lo + 32])
+        acc.sync()
+
+    out["box_evaluator_ms"] = {"component_tree": best_ms(lambda: boxes(True), len(ids), args.reps),
+                               "opencv": best_ms(lambda: boxes(False), len(ids), args.reps)}
+    t_maps = torch.from_numpy(maps.astype(np.float32))
+    inside = box_union_masks(gts, t_maps.shape[-2:], t_maps.device)
+    same = [score_bins(t_maps, thresholds, inside, compiled=c) for c in (None, False)]
+    out["score_histograms_same_counts"] = all(torch.equal(a, b) for a, b in zip(*same))
+    out["score_histograms_ms"] = {
+        name: best_ms(lambda c=c: score_bins(t_maps, thresholds, inside, compiled=c),
+                      len(ids), args.reps)
+        for name, c in (("compiled", None), ("vectorized", False))}
+
+    batch = torch.stack([dataset[i]["image"] for i in range(64)])
+    forward = {}
+    for name, amp, cl in (("fp32", False, False), ("channels_last+bf16", "bf16", True)):
+        x = batch.contiguous(memory_format=torch.channels_last) if cl else batch
+        if cl:
+            method.to(memory_format=torch.channels_last)
+
+        def run(x=x, amp=amp):
+            with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
+                for part in x.split(32):
+                    method(part)
+
+        run()  # warm-up (oneDNN kernels)
+        wall = best_ms(run, len(batch), args.reps)
+        forward[name] = {"wall_ms": wall, "core_ms": wall * torch.get_num_threads()}
+        method.to(memory_format=torch.contiguous_format)
+    out["bare_forward"] = forward
+    host = (out["decode_transform_ms"] + out["box_evaluator_ms"]["component_tree"]
+            + out["score_histograms_ms"]["compiled"])
+    out["host_ms_counted"] = host
+    out["evaluate_share_ceiling"] = {
+        name: f["core_ms"] / (f["core_ms"] + host) for name, f in forward.items()}
+    out["note"] = ("ceiling = forward core-ms / (forward core-ms + host ms counted here), i.e. "
+                   "perfect overlap on all cores; maps, upsampling and the polarity check are "
+                   "not counted, so the real ceiling is lower")
+    write_result("host_costs", out)
+    print({k: v for k, v in out.items() if k != "note"})
+
+
+if __name__ == "__main__":
+    main()
