@@ -4,7 +4,8 @@
 
 Trains the shipped CREAM config (CAM's training, CREAM learned on the side; seed 0, the
 budget and val selection of the README table) with ``train.amp=bf16 train.channels_last=true``
-and compares it with the same config trained in fp32 (``--fp32-run``, e.g. the zoo's CAM run or
+and compares it with the same config trained in fp32 (``train.amp=false``, pinned: the default
+``auto`` picks bf16 on hardware that has it) (``--fp32-run``, e.g. the zoo's CAM run or
 the seed-0 run of cub_seeds.py; trained here if absent). Each checkpoint is evaluated on the
 243 test images at stage cam and calibrated, with the evaluation forward in fp32 and in
 bf16 + channels_last. Records MaxBoxAccV2, top1_loc, gt_known_loc, top1_cls and the training
@@ -27,7 +28,8 @@ from wsol.config import load_config, resolve_config_path
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 CONFIG = "cream_efficientnet_lite0_cub10"
 KEYS = ("MaxBoxAccV2", "top1_loc", "gt_known_loc", "top1_cls")
-EVAL_MODES = {"fp32": [], "bf16+channels_last": ["eval.amp=bf16", "eval.channels_last=true"]}
+EVAL_MODES = {"fp32": ["eval.amp=false", "eval.channels_last=false"],
+              "bf16+channels_last": ["eval.amp=bf16", "eval.channels_last=true"]}
 
 
 def cream_inference() -> list[str]:
@@ -80,7 +82,7 @@ def main() -> None:
     metadata = Path(args.metadata)
     if not (metadata / "train").is_dir():
         wsol("prepare", "cub", "--root", str(SHARED_CUB), "--out", str(metadata))
-    runs = {"fp32": (Path(args.fp32_run), []),
+    runs = {"fp32": (Path(args.fp32_run), ["train.amp=false", "train.channels_last=false"]),
             "bf16+channels_last": (Path(args.runs) / "cub10-amp-bf16-cl",
                                    ["train.amp=bf16", "train.channels_last=true"])}
     result: dict = {}
