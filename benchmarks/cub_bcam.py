@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _common import REPO, RESULTS, write_result
+from _common import FP32, REPO, RESULTS, write_result
 
 from wsol.config import load_config
 from wsol.engine.build import build_from_config
@@ -56,7 +56,7 @@ def ensure_run(run_dir: Path, overrides: list[str]) -> None:
     if (run_dir / "results.json").is_file():
         return
     cmd = [sys.executable, "-m", "wsol", "train", "--config", str(CONFIG), "--run-dir",
-           str(run_dir), "--no-progress", *overrides]
+           str(run_dir), "--no-progress", *FP32, *overrides]
     if (run_dir / "checkpoints" / "last.pt").is_file():
         cmd.append("--resume")
     subprocess.run(cmd, cwd=REPO, check=True)

@@ -61,7 +61,7 @@ def main() -> None:
          "--image-root", str(SHARED_IMAGES), "--val-metadata", str(REPO / "data" / "cub10" / "val"),
          "--model", "efficientnet_lite0", "--pretrained", "true", "--epochs", str(args.epochs),
          "--force", f"model.freeze_stages={args.freeze_stages}", "data.num_workers=0",
-         "device=cpu")
+         "device=cpu", "train.amp=false", "train.channels_last=false")
     test_json = out / "test.json"
     wsol("regressor", "evaluate", "--regressor", str(reg_run / "checkpoints" / "best.pt"),
          "--classifier", str(ckpt), "--split", "test", "--output", str(test_json), "--force")

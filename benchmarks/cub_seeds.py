@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, git_commit, write_result
+from _common import FP32, REPO, RESULTS, git_commit, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 KEYS = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAccV2", "MaxBoxAcc", "inside_gt_share")
@@ -44,7 +44,7 @@ def train(config: str, run_dir: Path, seed: int, metadata: Path, extra: list[str
         return 0.0
     cmd = [sys.executable, "-m", "wsol", "train", "--config", config, "--run-dir", str(run_dir),
            f"seed={seed}", f"data.metadata={metadata}",
-           f"data.root={image_root or SHARED_CUB / 'images'}", "--no-progress", *extra]
+           f"data.root={image_root or SHARED_CUB / 'images'}", "--no-progress", *FP32, *extra]
     if (run_dir / "checkpoints" / "last.pt").is_file():
         cmd = [sys.executable, "-m", "wsol", "train", "--resume", "--run-dir", str(run_dir),
                "--no-progress"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _common import REPO, write_result
+from _common import FP32, REPO, write_result
 
 from wsol.engine.checkpoint import load_method
 from wsol.engine.data import build_split
@@ -52,7 +52,7 @@ def ensure_run(run_dir: Path, metadata: Path) -> dict:
                         "--out", str(metadata)], cwd=REPO, check=True)
     if not (run_dir / "results.json").is_file():
         cmd = [sys.executable, "-m", "wsol", "train", "--config", str(CONFIG), "--run-dir",
-               str(run_dir), "method.stage=cam", "--no-progress"]
+               str(run_dir), "method.stage=cam", "--no-progress", *FP32]
         if (run_dir / "checkpoints" / "last.pt").is_file():
             cmd.append("--resume")
         t0 = time.time()

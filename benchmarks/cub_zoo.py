@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, git_commit, write_result
+from _common import FP32, REPO, RESULTS, git_commit, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 METHODS = ("cam", "has", "acol", "spg", "adl", "cutmix")
@@ -81,7 +81,7 @@ def train(method: str, run_dir: Path, metadata: Path, budget: list[str]) -> dict
     t0 = time.time()
     if not (run_dir / "results.json").is_file():
         cmd = ["train", "--config", str(config_for(method)), "--run-dir", str(run_dir),
-               "--no-progress", "method.stage=cam", *data_args(metadata), *budget]
+               "--no-progress", "method.stage=cam", *data_args(metadata), *budget, *FP32]
         if (run_dir / "checkpoints" / "last.pt").is_file():
             cmd = ["train", "--run-dir", str(run_dir), "--resume", "--no-progress"]
         wsol(*cmd)

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO, write_result
+from _common import FP32, REPO, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 
@@ -32,7 +32,7 @@ def run(nproc: int, args: argparse.Namespace, tmp: Path) -> dict:
                       f"data.root={args.image_root}", f"data.metadata={args.metadata}",
                       "data.val_split=null", "data.test_splits=[]", "data.num_workers=0",
                       f"data.batch_size={args.batch_size}", f"optim.epochs={args.epochs}",
-                      "device=cpu"]
+                      "device=cpu", *FP32]
     subprocess.run(cmd, cwd=REPO, check=True)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     n_images = sum(1 for line in open(Path(args.metadata) / "train" / "image_ids.txt")

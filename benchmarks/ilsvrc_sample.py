@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import REPO, write_result
+from _common import FP32, REPO, write_result
 
 from wsol.config import load_config
 from wsol.engine.data import build_split
@@ -205,7 +205,7 @@ def cli_evaluate(tmp: Path) -> dict:
     cmd = [sys.executable, "-m", "wsol", "evaluate", "--model", "efficientnet_lite0",
            "--split", "test", f"data.root={ILSVRC / 'images'}",
            f"data.metadata={ILSVRC / 'metadata'}", "method.name=cam", "data.num_workers=0",
-           "device=cpu", "--output", str(out), "--no-progress"]
+           "device=cpu", *FP32[2:], "--output", str(out), "--no-progress"]
     subprocess.run(cmd, cwd=REPO, check=True)
     res = json.loads(out.read_text())
     keys = ("top1_cls", "top1_loc", "gt_known_loc", "MaxBoxAccV2")

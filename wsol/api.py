@@ -214,13 +214,15 @@ class Localizer:
         threshold: box threshold on the normalized map, in [0, 1) (CAM's customary 0.2).
         normalization: map normalization, ``minmax`` | ``max`` | ``pas`` | ``ivr``.
         batch_size: images per forward pass.
-        amp: mixed precision for the forward pass (see :func:`wsol.localization.compute_maps`).
+        amp: mixed precision of the forward pass: ``auto`` (bf16 where the hardware has it),
+            false, ``bf16``, ``fp16`` (:mod:`wsol.utils.precision`).
+        channels_last: NHWC memory format for the forward pass: ``auto``, true or false.
     """
 
     def __init__(self, method: nn.Module, *, class_names: Sequence[str] | None = None,
                  image_size: int = 224, threshold: float | None = None,
                  normalization: str = "minmax", batch_size: int = 16,
-                 amp: bool | str = False) -> None:
+                 amp: bool | str = "auto", channels_last: bool | str = "auto") -> None:
         from wsol.data.transforms import EvalTransform
         from wsol.localization import DEFAULT_THRESHOLD, NORMALIZATIONS
         from wsol.methods.base import WSOLMethod
@@ -248,7 +250,15 @@ class Localizer:
         self.threshold = threshold
         self.normalization = normalization
         self.batch_size = int(batch_size)
+        from wsol.utils.precision import check_amp, check_channels_last
+
+        try:
+            check_amp(amp, "amp")
+            check_channels_last(channels_last, "channels_last")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         self.amp = amp
+        self.channels_last = channels_last
         backbone = method.backbone
         self.transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
                                        size=self.image_size)
@@ -349,9 +359,15 @@ class Localizer:
                        classes: Tensor | None = None) -> LocalizerOutput:
         """Preprocessed inputs ``(B, 3, S, S)`` and the original ``(H, W)`` of each image."""
         from wsol.localization import localize, scale_boxes
+        from wsol.utils.precision import memory_format, resolve_amp, resolve_channels_last
 
-        result = localize(self.method, inputs, classes, self.threshold, self.normalization,
-                          amp=self.amp)
+        device = self.device
+        channels_last = resolve_channels_last(self.channels_last, device)
+        if channels_last:
+            inputs = inputs.to(device).contiguous(memory_format=torch.channels_last)
+        with memory_format(self.method, channels_last):
+            result = localize(self.method, inputs, classes, self.threshold, self.normalization,
+                              amp=resolve_amp(self.amp, device))
         size_t = torch.as_tensor([tuple(s) for s in sizes], dtype=torch.long)
         boxes = scale_boxes(result.boxes, (self.image_size, self.image_size),
                             size_t.to(result.boxes.device))
@@ -373,23 +389,36 @@ class Localizer:
             items = list(images)
         else:
             items = [images]
-        pil: list[Image.Image] = []
-        for index, item in enumerate(items):
-            pil += _to_pil(item, index)
-        if not pil:
-            raise UserError("no images given")
-        wanted = self._classes(classes, len(pil))
+        from wsol.data.transforms import load_image
+        from wsol.errors import ImageLoadError
+        from wsol.utils.precision import memory_format, resolve_channels_last
 
-        def prepared():  # resized and normalized in a thread while the previous batch runs
-            for start in range(0, len(pil), self.batch_size):
-                chunk = pil[start:start + self.batch_size]
+        # In-memory inputs become PIL images now; files are checked now and decoded in the
+        # prefetch thread, while the previous batch runs (and are not all held at once).
+        entries: list[Image.Image | str | os.PathLike] = []
+        for index, item in enumerate(items):
+            if isinstance(item, (str, os.PathLike)):
+                if not os.path.isfile(item):
+                    raise ImageLoadError(f"{item}: image file does not exist")
+                entries.append(item)
+            else:
+                entries += _to_pil(item, index)
+        if not entries:
+            raise UserError("no images given")
+        wanted = self._classes(classes, len(entries))
+
+        def prepared():
+            for start in range(0, len(entries), self.batch_size):
+                chunk = [e if isinstance(e, Image.Image) else load_image(e)
+                         for e in entries[start:start + self.batch_size]]
                 yield (start, torch.stack([self.preprocess(im) for im in chunk]),
                        [(im.height, im.width) for im in chunk])
 
         outputs = []
-        for start, inputs, sizes in prefetch(prepared()):
-            part = None if wanted is None else wanted[start:start + len(sizes)]
-            outputs.append(self.localize_batch(inputs, sizes, part))
+        with memory_format(self.method, resolve_channels_last(self.channels_last, self.device)):
+            for start, inputs, sizes in prefetch(prepared()):
+                part = None if wanted is None else wanted[start:start + len(sizes)]
+                outputs.append(self.localize_batch(inputs, sizes, part))
         return _concat(outputs)
 
     def fit(self, images: ImageLike | Sequence[ImageLike]) -> Localizer:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from wsol.errors import ConfigError
+from wsol.utils.precision import check_amp, check_channels_last
 
 #: Every known key with its default and meaning.
 DEFAULTS: dict[str, Any] = {
@@ -75,8 +76,10 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 1,  # evaluate on the val split every N epochs (and after the last)
         "select_metric": "MaxBoxAccV2",  # val metric that picks best.pt (any key of results)
         "select_stage": None,  # map stage validation scores (CREAM: cam); null = method.stage
-        "amp": False,  # false | bf16 (CPU and CUDA autocast) | fp16 (CUDA, GradScaler) | true = bf16
-        "channels_last": False,  # NHWC memory format for the model and the input batches
+        # auto | false | bf16 (CPU and CUDA autocast) | fp16 (CUDA, GradScaler) | true = bf16;
+        # auto: bf16 where the hardware has it (wsol.utils.precision), resolved at the start
+        "amp": "auto",
+        "channels_last": "auto",  # auto | true | false: NHWC for the model and the input batches
         "check_every": 50,  # check the summed loss for NaN/inf every N steps (no per-step sync)
         "max_steps_per_epoch": None,  # cap for smoke tests
     },
@@ -85,8 +88,8 @@ DEFAULTS: dict[str, Any] = {
         "iou_thresholds": [30, 50, 70],
         "multi_contour": True,  # MaxBoxAccV2 protocol (all contours); false = largest contour
         "normalization": "minmax",  # minmax | max | pas | ivr
-        "amp": False,  # false | bf16 | fp16 | true (= bf16): autocast of the evaluation forward
-        "channels_last": False,  # NHWC memory format for the evaluation forward
+        "amp": "auto",  # auto | false | bf16 | fp16 | true (= bf16): the evaluation forward
+        "channels_last": "auto",  # auto | true | false: NHWC for the evaluation forward
         "threads": None,  # box-counting threads (null: min(4, cores)); overlap the next forward
     },
 }
@@ -112,12 +115,22 @@ def _float_from_text(text: str) -> Any:
     return float(text) if _FLOAT_TEXT.match(text.strip()) else text
 
 
-#: Keys that take either a boolean or a string (a path, a precision name).
-_BOOL_OR_PATH = {"model.pretrained", "train.amp", "eval.amp"}
+#: Keys that take either a boolean or a string (a path).
+_BOOL_OR_PATH = {"model.pretrained"}
+#: Precision keys and their checks (:mod:`wsol.utils.precision`, which does not import torch).
+_PRECISION_KEYS = {"train.amp": check_amp, "eval.amp": check_amp,
+                   "train.channels_last": check_channels_last,
+                   "eval.channels_last": check_channels_last}
 
 
 def _check_type(key: str, default: Any, value: Any, source: str) -> Any:
     if default is None or value is None:
+        return value
+    if key in _PRECISION_KEYS:
+        try:
+            _PRECISION_KEYS[key](value, key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         return value
     if key in _BOOL_OR_PATH:
         if not isinstance(value, (bool, str)):

@@ -155,6 +155,8 @@ class LocalizeSettings:
     class_names: list[str] | None = None
     batch_size: int = 16
     progress: bool = False
+    amp: bool | str = "auto"  # eval.amp of the config (wsol.utils.precision)
+    channels_last: bool | str = "auto"  # eval.channels_last
 
 
 @dataclass
@@ -217,32 +219,42 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     file never drops its batch: a file that cannot be read or preprocessed is skipped with its
     reason; if a batch's forward pass fails, its images are retried one at a time and only
     those that fail alone are skipped (if every one of them fails, the error is raised: it is
-    not the images); a file whose outputs cannot be written is skipped.
+    not the images); a file whose outputs cannot be written is skipped. Reading, the forward
+    pass and writing overlap (a prefetch thread, this thread, a writer thread); records and
+    skips are kept in input order per stage.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
-    import torch
     from PIL import Image
     from tqdm import tqdm
 
     from wsol.api import Localizer
     from wsol.data.transforms import load_image
+    from wsol.utils.precision import memory_format, resolve_channels_last
+    from wsol.utils.prefetch import prefetch
 
     errors = (*_INPUT_ERRORS, Image.DecompressionBombError)
     loc = Localizer(method, class_names=settings.class_names, image_size=settings.image_size,
                     threshold=settings.threshold, normalization=settings.normalization,
-                    batch_size=settings.batch_size)
+                    batch_size=settings.batch_size, amp=settings.amp,
+                    channels_last=settings.channels_last)
     report = LocalizeReport()
-    start = time.perf_counter()
-    bar = tqdm(total=len(items), unit="img", desc="localize", disable=not settings.progress)
-    for batch in _batches(items, settings.batch_size):
-        loaded: list[tuple[ImageItem, np.ndarray, torch.Tensor]] = []
-        for item in batch:
-            try:
-                image = load_image(item.path)
-                loaded.append((item, np.asarray(image), loc.preprocess(image)))
-            except errors as exc:
-                _skip(report, item, "read", exc)
-        for group, result in _localize_groups(loc, loaded, settings.target_class, report):
+
+    def read():  # decoded and preprocessed in the prefetch thread, one batch ahead
+        for batch in _batches(items, settings.batch_size):
+            loaded, failed = [], []
+            for item in batch:
+                try:
+                    image = load_image(item.path)
+                    loaded.append((item, np.asarray(image), loc.preprocess(image)))
+                except errors as exc:
+                    failed.append((item, exc))
+            yield batch, loaded, failed
+
+    def write(groups) -> list[tuple[ImageItem, dict | BaseException]]:  # the writer thread
+        done: list[tuple[ImageItem, dict | BaseException]] = []
+        for group, result in groups:
             maps = result.maps.float().cpu().numpy()
             boxes = result.boxes.cpu().tolist()
             for k, (item, array, _) in enumerate(group):
@@ -253,15 +265,38 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
                     files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k],
                                                  label)
                 except (OSError, ValueError) as exc:
-                    _skip(report, item, "write", exc)
+                    done.append((item, exc))
                     continue
-                report.records.append({
+                done.append((item, {
                     "image": str(item.path), "name": item.name, "width": array.shape[1],
                     "height": array.shape[0], "class": cls, "class_name": class_name,
-                    "score": score, "box": boxes[k], **files,
-                })
-            del result, maps
-        bar.update(len(batch))
+                    "score": score, "box": boxes[k], **files}))
+        return done
+
+    def collect(pending) -> None:  # in the caller's thread: records and skips in input order
+        for item, outcome in pending.result():
+            if isinstance(outcome, BaseException):
+                _skip(report, item, "write", outcome)
+            else:
+                report.records.append(outcome)
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(items), unit="img", desc="localize", disable=not settings.progress)
+    pending = None
+    # Reading (prefetch thread), the forward pass (here) and writing overlays and maps (one
+    # writer thread) overlap; at most one batch waits to be written.
+    with ThreadPoolExecutor(1, thread_name_prefix="wsol-localize-write") as writer, \
+            memory_format(method, resolve_channels_last(settings.channels_last, loc.device)):
+        for batch, loaded, failed in prefetch(read()):
+            for item, exc in failed:
+                _skip(report, item, "read", exc)
+            groups = _localize_groups(loc, loaded, settings.target_class, report)
+            if pending is not None:
+                collect(pending)
+            pending = writer.submit(write, groups)
+            bar.update(len(batch))
+        if pending is not None:
+            collect(pending)
     bar.close()
     report.seconds = time.perf_counter() - start
     return report
@@ -409,6 +444,7 @@ def run(args: argparse.Namespace) -> int:
     from wsol.errors import UserError
     from wsol.utils.device import resolve_device
     from wsol.utils.io import atomic_write_json, atomic_write_text
+    from wsol.utils.precision import precision_record
 
     out = Path(args.out)
     _check_out(out, args.force)
@@ -434,7 +470,9 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size or int(config.get("data", {}).get("image_size", 224)),
         normalization=args.normalization or config.get("eval", {}).get("normalization", "minmax"),
         target_class=_resolve_class(args.target_class, method.num_classes, class_names),
-        class_names=class_names, batch_size=args.batch_size, progress=not args.no_progress)
+        class_names=class_names, batch_size=args.batch_size, progress=not args.no_progress,
+        amp=config.get("eval", {}).get("amp", "auto"),
+        channels_last=config.get("eval", {}).get("channels_last", "auto"))
     out.mkdir(parents=True, exist_ok=True)
     report = localize_images(method, items, out, settings)
     atomic_write_json(out / "boxes.json", report.records)
@@ -452,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
             "class": "top1" if settings.target_class is None else settings.target_class,
             "image_size": settings.image_size, "normalization": settings.normalization,
             "batch_size": settings.batch_size, "device": str(device),
+            "precision": precision_record(settings.amp, settings.channels_last, device),
             "input_mean": list(method.backbone.input_mean),
             "input_std": list(method.backbone.input_std),
             "box_coordinates": "original image pixels, inclusive (x0, y0, x1, y1)",

@@ -29,6 +29,7 @@ from wsol.localization.pipeline import EVAL_TYPES, compute_maps
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 from wsol.metrics.inside import inside_outside_means
+from wsol.utils.precision import memory_format, precision_record
 from wsol.utils.prefetch import prefetch
 
 
@@ -82,8 +83,8 @@ def evaluate(
     eval_type: str = "prob",
     scoremap_dir: str | os.PathLike | None = None,
     progress: bool = False,
-    amp: bool | str = False,
-    channels_last: bool = False,
+    amp: bool | str = "auto",
+    channels_last: bool | str = "auto",
     map_class: str = "gt",
     num_threads: int | None = None,
 ) -> dict:
@@ -103,6 +104,11 @@ def evaluate(
         raise UserError(f"method {inner.name!r} has no threshold-free masks (eval_type='mask')")
     if map_class not in ("gt", "predicted"):
         raise UserError(f"map_class must be 'gt' or 'predicted', got {map_class!r}")
+    try:
+        precision = precision_record(amp, channels_last, device)
+    except ValueError as exc:
+        raise UserError(f"eval: {exc}") from None
+    amp, channels_last = precision["amp"], precision["channels_last"]
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
@@ -110,13 +116,11 @@ def evaluate(
         num_threads=num_threads)  # box counting runs in a pool, overlapping the next forward
     gt_boxes = evaluator.gt_boxes  # computed once, by the evaluator
     polarity = torch.zeros(2, dtype=torch.int64, device=device)  # defined, inside > outside
-    if channels_last:
-        inner.to(memory_format=torch.channels_last)
     # Without worker processes, the next batch is decoded in a thread during this forward pass.
     source = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
     batches = tqdm(source, desc="eval", leave=False, unit="batch", total=len(loader),
                    disable=not (progress and is_main_process()))
-    try:
+    with memory_format(inner, channels_last):
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
@@ -135,9 +139,6 @@ def evaluate(
             if scoremap_dir is not None:
                 save_scoremaps(out.maps, list(batch["image_id"]), scoremap_dir)
             del out
-    finally:
-        if channels_last:
-            inner.to(memory_format=torch.contiguous_format)
     # All ranks hold disjoint shards: summing the count tensors gives the full-split counts.
     evaluator.load_tensor(all_reduce_sum(evaluator.to_tensor()))
     results = evaluator.compute()
@@ -160,4 +161,5 @@ def evaluate(
                 results[key] = None
         results["top5_note"] = f"omitted: {num_classes} classes (< 6)"
     results["normalization"] = normalization
+    results["precision"] = precision
     return results

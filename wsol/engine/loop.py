@@ -10,8 +10,9 @@ validation / final evaluation. Everything else is written once, here:
   (:class:`SeededSampler`), so an epoch's data do not depend on ``num_workers``,
   ``persistent_workers`` or where a run was interrupted: ``--resume`` is bit-exact;
 - SGD with parameter groups and step decay (:func:`build_optimizer`);
-- mixed precision (``train.amp``: bf16 autocast on CPU and CUDA, fp16 + GradScaler on CUDA),
-  ``train.channels_last``;
+- mixed precision (``train.amp``: bf16 autocast on CPU and CUDA, fp16 + GradScaler on CUDA;
+  ``auto`` picks bf16 where the hardware has it) and ``train.channels_last``, resolved into
+  the config before it is saved (:func:`resolve_train_precision`);
 - DistributedDataParallel under torchrun (rank 0 writes; buffers broadcast every epoch);
 - no host synchronisation per step: the loss is summed on the device and checked for NaN/inf
   every ``train.check_every`` steps and at the end of every epoch (before anything is saved);
@@ -53,7 +54,8 @@ from wsol.engine.checkpoint import (
 )
 from wsol.engine.rundir import RunDir
 from wsol.errors import CheckpointError, ConfigError, RunDirError
-from wsol.localization.pipeline import autocast_context
+from wsol.utils.precision import (autocast_context, check_amp, check_channels_last,
+                                   resolve_amp, resolve_channels_last)
 from wsol.utils.io import atomic_write_text
 
 __all__ = [
@@ -356,9 +358,25 @@ def check_loop_config(config: dict) -> None:
         raise ConfigError(f"optim.lr must be > 0, got {optim['lr']}")
     if int(train.get("check_every", 50)) < 1:
         raise ConfigError(f"train.check_every must be >= 1, got {train.get('check_every')}")
-    amp = train.get("amp", False)
-    if amp not in (False, True, "bf16", "fp16"):
-        raise ConfigError(f"train.amp must be false, true, bf16 or fp16, got {amp!r}")
+    try:
+        check_amp(train.get("amp", False), "train.amp")
+        check_channels_last(train.get("channels_last", False), "train.channels_last")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def resolve_train_precision(config: dict, device: torch.device) -> None:
+    """Replace ``train.amp`` / ``train.channels_last`` (``auto`` by default) in ``config`` by
+    what they mean on ``device`` (:mod:`wsol.utils.precision`), so that the saved config and a
+    resumed run use the precision the run started with. ``eval.*`` keeps ``auto``: a checkpoint
+    evaluated on other hardware takes that hardware's fastest setting (results record it)."""
+    train = config["train"]
+    try:
+        amp = resolve_amp(train.get("amp", False), device)
+        channels_last = resolve_channels_last(train.get("channels_last", False), device)
+    except ValueError as exc:
+        raise ConfigError(f"train.amp: {exc}") from None
+    train["amp"], train["channels_last"] = amp, channels_last
 
 
 def fit(task: Task, config: dict, *, run: RunDir, device: torch.device, resume: bool = False,
@@ -398,7 +416,8 @@ def fit(task: Task, config: dict, *, run: RunDir, device: torch.device, resume: 
         if main:
             check_best_consistent(ckpt_dir, state)
 
-    channels_last = bool(train_cfg.get("channels_last", False))
+    resolve_train_precision(config, device)
+    channels_last = bool(train_cfg["channels_last"])
     if channels_last:
         method.to(memory_format=torch.channels_last)
     model: nn.Module = method
@@ -416,7 +435,7 @@ def fit(task: Task, config: dict, *, run: RunDir, device: torch.device, resume: 
         num_workers=workers, pin_memory=(device.type == "cuda") if pin == "auto" else bool(pin),
         persistent_workers=bool(data_cfg.get("persistent_workers", True)) and workers > 0,
         drop_last=False)
-    amp = train_cfg.get("amp", False)
+    amp = train_cfg["amp"]
     use_scaler = amp == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     epochs = int(optim_cfg["epochs"])

@@ -39,7 +39,8 @@ from wsol.data.boxes import BoxTargetDataset, TwoViewDataset
 from wsol.data.metadata import Metadata, read_metadata
 from wsol.data.transforms import EvalTransform
 from wsol.engine.checkpoint import load_checkpoint, load_state_checked
-from wsol.engine.loop import StepOutput, Task, finished_results, fit, seed_everything
+from wsol.engine.loop import (StepOutput, Task, finished_results, fit, resolve_train_precision,
+                              seed_everything)
 from wsol.engine.rundir import RunDir
 from wsol.errors import ConfigError
 from wsol.localization.geometry import pseudo_boxes_from_maps
@@ -367,6 +368,7 @@ def train_regressor(config: dict, *, resume: bool = False, force: bool = False,
     run.open(resume=resume, force=force)
     try:
         seed_everything(int(config["seed"]), bool(config["deterministic"]))
+        resolve_train_precision(config, device)  # train.amp=auto -> what ran, saved below
         task = RegressorTask(config, device, metadata)
         atomic_write_text(run.path / "config.yaml", dump_config(config))
         summary = fit(task, config, run=run, device=device, resume=resume, progress=progress,

@@ -27,7 +27,8 @@ from wsol.engine.build import build_from_config
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.data import build_split, read_class_names, split_dir_name
 from wsol.engine.evaluate import evaluate, make_eval_loader
-from wsol.engine.loop import StepOutput, Task, check_loop_config, finished_results, fit
+from wsol.engine.loop import (StepOutput, Task, check_loop_config, finished_results, fit,
+                              resolve_train_precision)
 from wsol.engine.rundir import RunDir
 from wsol.errors import ConfigError
 from wsol.metrics.results import metric_names
@@ -42,7 +43,7 @@ def _eval_kwargs(config: dict, device: torch.device) -> dict:
     return dict(device=device, image_size=config["data"]["image_size"],
                 cam_curve_interval=ev["cam_curve_interval"], iou_thresholds=ev["iou_thresholds"],
                 multi_contour=ev["multi_contour"], normalization=ev["normalization"],
-                amp=ev.get("amp", False), channels_last=bool(ev.get("channels_last", False)),
+                amp=ev.get("amp", "auto"), channels_last=ev.get("channels_last", "auto"),
                 num_threads=ev.get("threads"))
 
 
@@ -216,6 +217,7 @@ def train(config: dict, *, resume: bool = False, force: bool = False, progress: 
         from wsol.engine.loop import seed_everything
 
         seed_everything(seed + dist_utils.get_rank(), config["deterministic"])
+        resolve_train_precision(config, device)  # train.amp=auto -> what ran, saved below
         task = ClassifierTask(config, device, train_meta)
         if main:
             atomic_write_text(run.path / "config.yaml", dump_config(config))

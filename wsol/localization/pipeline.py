@@ -19,7 +19,6 @@ Everything stays on the model's device.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from wsol.localization.normalize import postprocess_maps
+from wsol.utils.precision import autocast_context
 
 __all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
            "compute_maps", "localize", "maps_from_outputs", "model_device"]
@@ -68,23 +68,6 @@ def model_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_context(device: torch.device, amp: bool | str | None):
-    """Mixed precision for a forward pass: ``amp`` false/None -> none; ``True``/``"bf16"`` ->
-    bfloat16 autocast (CPU, and CUDA where bf16 is supported); ``"fp16"`` -> float16 (CUDA)."""
-    if not amp:
-        return contextlib.nullcontext()
-    if amp is True:
-        amp = "bf16"
-    if amp == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if amp == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.float16)
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"amp must be false, true, 'bf16' or 'fp16' (CUDA), got {amp!r} on "
-                     f"{device.type}")
-
-
 def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
                  size: tuple[int, int] | None = None, normalization: str = "minmax", *,
                  eval_type: str = "prob", amp: bool | str | None = False,
@@ -98,8 +81,8 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
         size: ``(H, W)`` of the output maps; default the input size.
         normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
         eval_type: ``prob`` (score maps) or ``mask`` (threshold-free masks).
-        amp: mixed precision of the forward pass (:func:`autocast_context`); maps are
-            computed in float32 from the autocast features.
+        amp: mixed precision of the forward pass (:func:`wsol.utils.precision.autocast_context`:
+            false, bf16, fp16, auto); maps are computed in float32 from the autocast features.
         stages: extra map stages to return as well (CREAM's ``maps_by_stage``).
     """
     if eval_type not in EVAL_TYPES:
