@@ -82,10 +82,10 @@ def evaluate_once(method, config: dict, amp, channels_last: bool) -> tuple[float
     return res["num_images"] / (time.perf_counter() - t0), res["MaxBoxAccV2"]
 
 
-def localize_once(method, paths: list[Path], amp) -> float:
+def localize_once(method, paths: list[Path], amp, channels_last) -> float:
     from wsol.api import Localizer
 
-    loc = Localizer(method, batch_size=32, amp=amp)
+    loc = Localizer(method, batch_size=32, amp=amp, channels_last=channels_last)
     t0 = time.perf_counter()
     out = loc([str(p) for p in paths])
     assert len(out.boxes) == len(paths)
@@ -146,7 +146,7 @@ def main() -> None:
             ips, acc = evaluate_once(method, config, amp, cl)
             r["evaluate"] = max(r.get("evaluate", 0.0), ips)
             r["MaxBoxAccV2"] = acc
-            r["localize"] = max(r.get("localize", 0.0), localize_once(method, paths, amp))
+            r["localize"] = max(r.get("localize", 0.0), localize_once(method, paths, amp, cl))
             if not args.skip_train and rep == 0:
                 r["train_epoch"] = train_epoch(config, amp, cl)
             print(rep, mode, {k: round(v, 2) for k, v in r.items()}, flush=True)

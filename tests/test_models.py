@@ -339,6 +339,33 @@ def test_same_padding_conv_matches_explicit_tf_padding():
         torch.testing.assert_close(out, expected)
 
 
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_padding_even_split_is_bit_identical_to_explicit_padding(channels_last):
+    """An even split (1x1 convs, stride 1, stride 2 at odd sizes) lets the conv pad by itself
+    instead of copying the input through F.pad: outputs and gradients must not change a bit."""
+    torch.manual_seed(0)
+    cases = ((1, 1, 1, 14), (3, 1, 3, 14), (5, 1, 6, 28), (3, 2, 6, 15), (5, 2, 2, 29))
+    for k, s, groups, n in cases:
+        conv = Conv2dSame(6, 6, k, stride=s, groups=groups if k > 1 else 1, bias=False)
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        assert total % 2 == 0  # the cases are the even-split path
+        pads = (total // 2,) * 4
+        x = torch.randn(2, 6, n, n)
+        if channels_last:
+            conv.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        out = conv(x)
+        out.square().sum().backward()
+        grads = (x.grad.clone(), conv.weight.grad.clone())
+        x.grad, conv.weight.grad = None, None
+        ref = F.conv2d(F.pad(x, pads), conv.weight, stride=s, groups=conv.groups)
+        ref.square().sum().backward()
+        assert out.shape[-1] == -(-n // s)
+        assert torch.equal(out, ref), (k, s, n)
+        assert torch.equal(grads[0], x.grad) and torch.equal(grads[1], conv.weight.grad)
+
 def test_efficientnet_options_validate():
     with pytest.raises(ValueError, match="output_stride"):
         create_model("efficientnet_lite0", num_classes=3, output_stride=4)
