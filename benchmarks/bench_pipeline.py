@@ -17,8 +17,15 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
   forward, maps, upsampling, normalization, the box evaluator at interval 0.001, IoU 30/50/70);
 - localize: ``wsol.Localizer`` on the image files (decode, resize, forward, maps, boxes in
   original pixels), no files written;
+- localize CLI: ``wsol localize``'s worker (:func:`wsol.commands.localize.localize_images`)
+  on the image files, writing every overlay PNG and map; reading, forward and writing overlap;
+- validation: ``evaluate_split`` on the 50-image val split, the call the training loop's
+  validation makes every epoch;
 - train epoch: one epoch of the one training loop (no validation), images/s from its
   ``epoch_time_s``.
+
+``default`` is what the engine does with no precision settings (``auto``: bf16 autocast +
+channels_last on a CPU with native bf16, float32 elsewhere); what it resolved to is recorded.
 
 Modes alternate inside each repetition (fp32, channels_last, bf16, channels_last + bf16) so a
 noisy shared machine affects them alike; the best of ``--reps`` is kept. MaxBoxAccV2 of each
@@ -41,6 +48,8 @@ from _common import REPO, write_result
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 MODES = {"fp32": (False, False), "channels_last": (False, True), "bf16": ("bf16", False),
          "channels_last+bf16": ("bf16", True)}
+#: The engine's default (``auto``), resolved on this machine (wsol.utils.precision).
+DEFAULT = ("auto", "auto")
 
 
 def base_config(metadata: Path, checkpoint: Path | None) -> dict:
@@ -57,9 +66,11 @@ def base_config(metadata: Path, checkpoint: Path | None) -> dict:
     return config
 
 
-def bare_forward(method, images: list[torch.Tensor], amp, channels_last: bool) -> float:
+def bare_forward(method, images: list[torch.Tensor], amp, channels_last) -> float:
     from wsol.localization.pipeline import autocast_context
+    from wsol.utils.precision import resolve_channels_last
 
+    channels_last = resolve_channels_last(channels_last, "cpu")
     method.eval()
     if channels_last:
         method.to(memory_format=torch.channels_last)
@@ -73,13 +84,25 @@ def bare_forward(method, images: list[torch.Tensor], amp, channels_last: bool) -
     return sum(x.shape[0] for x in images) / elapsed
 
 
-def evaluate_once(method, config: dict, amp, channels_last: bool) -> tuple[float, float]:
+def evaluate_once(method, config: dict, amp, channels_last, split: str = "test"
+                  ) -> tuple[float, float]:
     from wsol.engine.train import evaluate_split
 
     t0 = time.perf_counter()
-    res = evaluate_split(method, config, "test", torch.device("cpu"), method.backbone, amp=amp,
+    res = evaluate_split(method, config, split, torch.device("cpu"), method.backbone, amp=amp,
                          channels_last=channels_last)
     return res["num_images"] / (time.perf_counter() - t0), res["MaxBoxAccV2"]
+
+
+def localize_cli_once(method, paths: list[Path], amp, channels_last) -> float:
+    from wsol.commands.localize import ImageItem, LocalizeSettings, localize_images
+
+    items = [ImageItem(p, f"{k:04d}-{p.stem}") for k, p in enumerate(paths)]
+    settings = LocalizeSettings(threshold=0.2, batch_size=32, amp=amp, channels_last=channels_last)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = localize_images(method, items, Path(tmp), settings)
+    assert len(report.records) == len(paths), report.skipped
+    return len(paths) / report.seconds
 
 
 def localize_once(method, paths: list[Path], amp, channels_last) -> float:
@@ -114,7 +137,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(REPO / "runs" / "cub10-seed0-cream" /
                                                      "checkpoints" / "best.pt"))
     parser.add_argument("--metadata", default=str(REPO / "data" / "cub10"))
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
     metadata = Path(args.metadata)
@@ -137,9 +160,13 @@ def main() -> None:
     images = list(batch.split(32))
     paths = [SHARED_CUB / "images" / i for i in meta.image_ids]
 
-    results: dict[str, dict] = {m: {} for m in MODES}
+    from wsol.utils.precision import precision_record
+
+    modes = {**MODES, "default": DEFAULT}
+    results: dict[str, dict] = {m: {} for m in modes}
+    results["default"]["resolved"] = precision_record(*DEFAULT, "cpu")
     for rep in range(args.reps):
-        for mode, (amp, cl) in MODES.items():
+        for mode, (amp, cl) in modes.items():
             r = results[mode]
             r["bare_forward"] = max(r.get("bare_forward", 0.0),
                                     bare_forward(method, images, amp, cl))
@@ -147,11 +174,16 @@ def main() -> None:
             r["evaluate"] = max(r.get("evaluate", 0.0), ips)
             r["MaxBoxAccV2"] = acc
             r["localize"] = max(r.get("localize", 0.0), localize_once(method, paths, amp, cl))
+            r["localize_cli"] = max(r.get("localize_cli", 0.0),
+                                    localize_cli_once(method, paths, amp, cl))
+            r["validation"] = max(r.get("validation", 0.0),
+                                  evaluate_once(method, config, amp, cl, "val")[0])
             if not args.skip_train and rep == 0:
                 r["train_epoch"] = train_epoch(config, amp, cl)
-            print(rep, mode, {k: round(v, 2) for k, v in r.items()}, flush=True)
+            print(rep, mode, {k: round(v, 2) for k, v in r.items() if k != "resolved"},
+                  flush=True)
     for mode, r in results.items():
-        for key in ("evaluate", "localize", "train_epoch"):
+        for key in ("evaluate", "localize", "localize_cli", "validation", "train_epoch"):
             if key in r:
                 r[f"{key}_vs_bare_forward"] = round(r[key] / r["bare_forward"], 3)
     write_result("pipeline", {

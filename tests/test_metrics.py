@@ -137,6 +137,31 @@ def test_box_score_histograms():
     assert hist["bin_edges"][:2] == [0.0, 0.01] and hist["bin_edges"][-3:] == [1.0, 2.0, 3.0]
 
 
+def test_box_score_histograms_in_the_pool_equal_np_histogram():
+    """Histograms binned in the pool (2 threads, from a private copy of the maps, which the
+    caller then overwrites) equal np.histogram of the pixels inside / outside the union of the
+    boxes, clipped to the map; tensors and arrays alike."""
+    rng = np.random.default_rng(3)
+    maps = rng.random((6, 24, 24)).astype(np.float32)
+    gts = [np.array([[2, 3, 9, 6]]), np.array([[0, 0, 23, 23]]), np.array([[5, 5, 8, 8],
+           [7, 7, 12, 20]]), np.array([[-4, 10, 3, 40]]), np.array([[20, 20, 30, 30]]),
+           np.array([[1, 1, 1, 1]])]
+    inside = np.zeros(maps.shape, dtype=bool)
+    for n, boxes in enumerate(gts):
+        for x0, y0, x1, y1 in boxes:
+            inside[n, max(y0, 0):min(y1, 23) + 1, max(x0, 0):min(x1, 23) + 1] = True
+    edges = np.append(T01, [1.0, 2.0, 3.0])
+    expected_fg = np.histogram(maps[inside], bins=edges)[0]
+    expected_bg = np.histogram(maps[~inside], bins=edges)[0]
+    for batch in (maps.copy(), torch.from_numpy(maps.copy())):
+        acc = BoxAccumulator(T01, score_histograms=True, num_threads=2)
+        acc.update(batch, gts)
+        batch[:] = 0  # the pool works on its own copy
+        np.testing.assert_array_equal(np.asarray(acc.fg_hist), expected_fg)
+        np.testing.assert_array_equal(np.asarray(acc.bg_hist), expected_bg)
+        acc.close()
+
+
 # ---------------------------------------------------------------- masks
 
 

@@ -149,16 +149,19 @@ class BoxAccumulator(CountAccumulator):
                          [None if f is None else f[part] for f in flags],
                          self.thresholds, self._iou_cut, self._table)
         if self.score_histograms:
-            self._update_histograms(scoremaps, gt_boxes)
+            self._update_histograms(scoremaps, gts)
 
-    def _update_histograms(self, scoremaps: ScoreMap, gt_boxes: Sequence[np.ndarray]) -> None:
-        batch, height, width = scoremaps.shape
-        inside = np.zeros((batch, height, width), dtype=bool)
-        for n, boxes in enumerate(gt_boxes):
-            for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
-                inside[n, y0:y1 + 1, x0:x1 + 1] = True
-        fg, bg = score_bins(scoremaps, self.thresholds, inside)
-        self._absorb({"fg_hist": fg, "bg_hist": bg})
+    def _update_histograms(self, scoremaps: ScoreMap, gts: Sequence[np.ndarray]) -> None:
+        """fg/bg score histograms (inside / outside the union of the GT boxes). CPU maps are
+        binned in the pool, from a private float copy, like the box counting; maps on another
+        device are binned there, now."""
+        inside = union_masks(gts, tuple(scoremaps.shape[1:]))
+        if is_tensor(scoremaps) and scoremaps.device.type != "cpu":
+            fg, bg = score_bins(scoremaps, self.thresholds, inside)
+            self._absorb({"fg_hist": fg, "bg_hist": bg})
+            return
+        maps = scoremaps.detach().numpy() if is_tensor(scoremaps) else np.asarray(scoremaps)
+        self._submit(_histogram_task, np.array(maps, copy=True), inside, self.thresholds)
 
     def compute(self) -> dict[str, Any]:
         """Box metrics in %, keyed as described in the module docstring."""
@@ -233,6 +236,25 @@ def image_best_iou(img: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
         table: LevelContours = level_contours(img, levels[traced])
         best[:, traced] = table.best_iou(gt)
     return best[:, index]
+
+
+def union_masks(gts: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Bool ``(B, H, W)``: the union of each image's inclusive ``(x0, y0, x1, y1)`` boxes
+    (``(K, 4)`` int arrays), clipped to ``size``."""
+    h, w = int(size[0]), int(size[1])
+    masks = np.zeros((len(gts), h, w), dtype=bool)
+    for n, boxes in enumerate(gts):
+        for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
+            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+            if xa <= xb and ya <= yb:
+                masks[n, ya:yb + 1, xa:xb + 1] = True
+    return masks
+
+
+def _histogram_task(maps: np.ndarray, inside: np.ndarray,
+                    thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    fg, bg = score_bins(maps, thresholds, inside)
+    return {"fg_hist": fg, "bg_hist": bg}
 
 
 def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],

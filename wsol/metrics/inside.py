@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from wsol.errors import MetricError
+from wsol.metrics.boxes import union_masks
 
 __all__ = ["InsideGT", "box_union_masks", "inside_gt_share", "inside_outside_means"]
 
@@ -74,15 +75,8 @@ def _as_box_array(boxes: BoxesLike, index: int) -> np.ndarray:
 def box_union_masks(boxes: Sequence[BoxesLike], size: tuple[int, int],
                     device: torch.device | str | None = None) -> Tensor:
     """Bool ``(B, H, W)``: the union of each image's inclusive boxes, clipped to ``size``."""
-    h, w = int(size[0]), int(size[1])
-    masks = torch.zeros((len(boxes), h, w), dtype=torch.bool, device=device)
-    for n, image_boxes in enumerate(boxes):
-        for x0, y0, x1, y1 in _as_box_array(image_boxes, n):
-            xa, ya = max(int(x0), 0), max(int(y0), 0)
-            xb, yb = min(int(x1), w - 1), min(int(y1), h - 1)
-            if xa <= xb and ya <= yb:
-                masks[n, ya:yb + 1, xa:xb + 1] = True
-    return masks
+    arrays = [_as_box_array(image_boxes, n) for n, image_boxes in enumerate(boxes)]
+    return torch.from_numpy(union_masks(arrays, size)).to(device)
 
 
 def inside_outside_means(maps: Tensor, boxes: Sequence[BoxesLike]) -> tuple[Tensor, Tensor,
