@@ -98,3 +98,14 @@ def test_explicit_bf16_channels_last_training_runs_and_is_saved(synthetic, tmp_p
     assert saved["train"]["amp"] == "bf16" and saved["train"]["channels_last"] is True
     results = json.loads((run_dir / "results.json").read_text())
     assert results["precision"] == {"amp": False, "channels_last": False}
+
+
+def test_fp16_training_on_the_cpu_is_refused_before_the_run_directory_exists(synthetic,
+                                                                             tmp_path):
+    from wsol.engine.train import train
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="train.amp: amp='fp16' needs a CUDA device"):
+        train(load_config(None, tiny_overrides(synthetic, run_dir, "train.amp=fp16")),
+              progress=False)
+    assert not run_dir.exists()

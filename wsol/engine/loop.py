@@ -373,9 +373,12 @@ def resolve_train_precision(config: dict, device: torch.device) -> None:
     train = config["train"]
     try:
         amp = resolve_amp(train.get("amp", False), device)
-        channels_last = resolve_channels_last(train.get("channels_last", False), device)
     except ValueError as exc:
         raise ConfigError(f"train.amp: {exc}") from None
+    try:
+        channels_last = resolve_channels_last(train.get("channels_last", False), device)
+    except ValueError as exc:
+        raise ConfigError(f"train.channels_last: {exc}") from None
     train["amp"], train["channels_last"] = amp, channels_last
 
 

@@ -14,6 +14,8 @@ key, file or line.
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,7 @@ def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
     check_loop_config(config)
     if not config.get("run_dir"):
         raise ConfigError("run_dir is not set (use --run-dir or run_dir=...)")
-    resolve_device(config["device"], "device")
+    resolve_train_precision(copy.deepcopy(config), resolve_device(config["device"], "device"))
     data = config["data"]
     if not data.get("root"):
         raise ConfigError("data.root is not set (the image root)")
