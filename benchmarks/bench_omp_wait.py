@@ -1,12 +1,12 @@
 """OpenMP wait policy: torch's default (threads spin a while at barriers) against
 ``OMP_WAIT_POLICY=PASSIVE`` (what the ``wsol`` command line sets, ``wsol.utils.threads``).
 
-    python benchmarks/bench_omp_wait.py [--pairs 3]
+    python benchmarks/bench_omp_wait.py [--pairs 3] [--skip-train]
 
 Each measurement is a fresh process, since OpenMP reads the variable once, when torch loads it;
 the two policies alternate, ``--pairs`` times. A process measures, at the default precision
 (``auto``) on the CUB subset (the setting of ``bench_pipeline.py``), the bare forward, ``evaluate``
-and ``Localizer`` in img/s (best of 2), then one training epoch. Writes
+and ``Localizer`` in img/s (best of 2), then one training epoch (not with ``--skip-train``). Writes
 benchmarks/results/omp_wait.json.
 """
 
@@ -24,7 +24,7 @@ from _common import REPO, write_result
 POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
 
 
-def child(metadata: Path) -> None:
+def child(metadata: Path, train: bool) -> None:
     import torch
 
     from bench_pipeline import (DEFAULT, SHARED_CUB, bare_forward, base_config, evaluate_once,
@@ -42,7 +42,8 @@ def child(metadata: Path) -> None:
         out["bare_forward"] = max(out["bare_forward"], bare_forward(method, images, *DEFAULT))
         out["evaluate"] = max(out["evaluate"], evaluate_once(method, config, *DEFAULT)[0])
         out["localize"] = max(out["localize"], localize_once(method, paths, *DEFAULT))
-    out["train_epoch"] = train_epoch(config, *DEFAULT)
+    if train:
+        out["train_epoch"] = train_epoch(config, *DEFAULT)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -50,10 +51,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--metadata", default=str(REPO / "data" / "cub10"))
+    parser.add_argument("--skip-train", action="store_true", help="no training epoch")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.metadata))
+        child(Path(args.metadata), not args.skip_train)
         return
     runs: dict[str, list[dict]] = {name: [] for name in POLICIES}
     for pair in range(args.pairs):
@@ -62,12 +64,14 @@ def main() -> None:
             if value is not None:
                 env["OMP_WAIT_POLICY"] = value
             proc = subprocess.run([sys.executable, __file__, "--child", "--metadata",
-                                   args.metadata], env=env, capture_output=True, text=True,
+                                   args.metadata, *(["--skip-train"] if args.skip_train else [])],
+                                  env=env, capture_output=True, text=True,
                                   check=True, cwd=REPO)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
             runs[name].append(json.loads(line[len("RESULT "):]))
             print(pair, name, runs[name][-1], flush=True)
-    keys = ("bare_forward", "evaluate", "localize", "train_epoch")
+    keys = ("bare_forward", "evaluate", "localize") + (() if args.skip_train else
+                                                       ("train_epoch",))
     best = {name: {k: max(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
     for b in best.values():
         b["evaluate_vs_bare_forward"] = round(b["evaluate"] / b["bare_forward"], 3)
