@@ -1,5 +1,9 @@
 """OpenMP wait policy: torch's default (threads spin a while at barriers) against
-``OMP_WAIT_POLICY=PASSIVE`` (what the ``wsol`` command line sets, ``wsol.utils.threads``).
+``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once), to see whether spinning OpenMP threads take
+the cores that ``evaluate``'s decode and evaluator threads need. The run of 2026-12-03
+(``results/omp_wait.json``, 5 pairs) says no: PASSIVE gave 0.86x ``evaluate``, 1.07x
+``Localizer`` and 0.96x the bare forward, all within the machine's noise, so wsol does not set
+it (a first 3-pair run with training epochs agreed: 0.95-1.01x).
 
     python benchmarks/bench_omp_wait.py [--pairs 3] [--skip-train]
 

@@ -61,9 +61,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wsol.utils.threads import set_openmp_defaults
-
-    set_openmp_defaults()  # before any command imports torch (OpenMP threads wait passively)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
