@@ -365,11 +365,9 @@ def check_loop_config(config: dict) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def resolve_train_precision(config: dict, device: torch.device) -> None:
-    """Replace ``train.amp`` / ``train.channels_last`` (``auto`` by default) in ``config`` by
-    what they mean on ``device`` (:mod:`wsol.utils.precision`), so that the saved config and a
-    resumed run use the precision the run started with. ``eval.*`` keeps ``auto``: a checkpoint
-    evaluated on other hardware takes that hardware's fastest setting (results record it)."""
+def train_precision(config: dict, device: torch.device) -> tuple[Any, bool]:
+    """``(amp, channels_last)`` that ``train.amp`` / ``train.channels_last`` mean on ``device``
+    (:mod:`wsol.utils.precision`); a ConfigError naming the key if one cannot run there."""
     train = config["train"]
     try:
         amp = resolve_amp(train.get("amp", False), device)
@@ -379,7 +377,15 @@ def resolve_train_precision(config: dict, device: torch.device) -> None:
         channels_last = resolve_channels_last(train.get("channels_last", False), device)
     except ValueError as exc:
         raise ConfigError(f"train.channels_last: {exc}") from None
-    train["amp"], train["channels_last"] = amp, channels_last
+    return amp, channels_last
+
+
+def resolve_train_precision(config: dict, device: torch.device) -> None:
+    """Replace ``train.amp`` / ``train.channels_last`` (``auto`` by default) in ``config`` by
+    :func:`train_precision`, so that the saved config and a resumed run use the precision the
+    run started with. ``eval.*`` keeps ``auto``: a checkpoint evaluated on other hardware takes
+    that hardware's fastest setting (results record it)."""
+    config["train"]["amp"], config["train"]["channels_last"] = train_precision(config, device)
 
 
 def fit(task: Task, config: dict, *, run: RunDir, device: torch.device, resume: bool = False,

@@ -14,8 +14,6 @@ key, file or line.
 
 from __future__ import annotations
 
-import copy
-
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from wsol.engine.checkpoint import unwrap
 from wsol.engine.data import build_split, read_class_names, split_dir_name
 from wsol.engine.evaluate import evaluate, make_eval_loader
 from wsol.engine.loop import (StepOutput, Task, check_loop_config, finished_results, fit,
-                              resolve_train_precision)
+                              resolve_train_precision, train_precision)
 from wsol.engine.rundir import RunDir
 from wsol.errors import ConfigError
 from wsol.metrics.results import metric_names
@@ -98,7 +96,7 @@ def preflight(config: dict) -> tuple[Metadata, dict[str, Metadata]]:
     check_loop_config(config)
     if not config.get("run_dir"):
         raise ConfigError("run_dir is not set (use --run-dir or run_dir=...)")
-    resolve_train_precision(copy.deepcopy(config), resolve_device(config["device"], "device"))
+    train_precision(config, resolve_device(config["device"], "device"))  # fp16 on a CPU fails
     data = config["data"]
     if not data.get("root"):
         raise ConfigError("data.root is not set (the image root)")

@@ -155,13 +155,11 @@ class BoxAccumulator(CountAccumulator):
         """fg/bg score histograms (inside / outside the union of the GT boxes). CPU maps are
         binned in the pool, from a private float copy, like the box counting; maps on another
         device are binned there, now."""
-        inside = union_masks(gts, tuple(scoremaps.shape[1:]))
         if is_tensor(scoremaps) and scoremaps.device.type != "cpu":
-            fg, bg = score_bins(scoremaps, self.thresholds, inside)
-            self._absorb({"fg_hist": fg, "bg_hist": bg})
+            self._absorb(_histogram_task(scoremaps, gts, self.thresholds))
             return
         maps = scoremaps.detach().numpy() if is_tensor(scoremaps) else np.asarray(scoremaps)
-        self._submit(_histogram_task, np.array(maps, copy=True), inside, self.thresholds)
+        self._submit(_histogram_task, np.array(maps, copy=True), gts, self.thresholds)
 
     def compute(self) -> dict[str, Any]:
         """Box metrics in %, keyed as described in the module docstring."""
@@ -251,9 +249,10 @@ def union_masks(gts: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     return masks
 
 
-def _histogram_task(maps: np.ndarray, inside: np.ndarray,
+def _histogram_task(maps: ScoreMap, gts: Sequence[np.ndarray],
                     thresholds: np.ndarray) -> dict[str, np.ndarray]:
-    fg, bg = score_bins(maps, thresholds, inside)
+    """fg/bg histograms of a batch (the box mask is built here too, in the pool)."""
+    fg, bg = score_bins(maps, thresholds, union_masks(gts, tuple(maps.shape[1:])))
     return {"fg_hist": fg, "bg_hist": bg}
 
 

@@ -73,6 +73,7 @@ def resolve_amp(amp: bool | str | None, device: torch.device | str) -> Amp:
     device = torch.device(device)
     if not amp:
         return False
+    check_amp(amp, "amp")
     if amp == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -83,11 +84,9 @@ def resolve_amp(amp: bool | str | None, device: torch.device | str) -> Amp:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return "fp16"
         return "bf16"
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"amp='fp16' needs a CUDA device, got {device.type}; use bf16")
-        return "fp16"
-    raise ValueError(f"amp must be false, true, bf16, fp16 or auto, got {amp!r}")
+    if device.type != "cuda":  # what is left is fp16
+        raise ValueError(f"amp='fp16' needs a CUDA device, got {device.type}; use bf16")
+    return "fp16"
 
 
 def resolve_channels_last(channels_last: bool | str | None, device: torch.device | str) -> bool:
@@ -95,14 +94,15 @@ def resolve_channels_last(channels_last: bool | str | None, device: torch.device
     import torch
 
     device = torch.device(device)
-    if channels_last == "auto":
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            return torch.cuda.get_device_capability(index) >= (7, 0)
-        return device.type == "cpu" and cpu_has_native_bf16()
-    if isinstance(channels_last, bool) or channels_last is None:
+    if channels_last is None:
+        return False
+    check_channels_last(channels_last, "channels_last")
+    if channels_last != "auto":
         return bool(channels_last)
-    raise ValueError(f"channels_last must be true, false or auto, got {channels_last!r}")
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_capability(index) >= (7, 0)
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def autocast_context(device: torch.device | str, amp: bool | str | None):
