@@ -10,7 +10,11 @@ EfficientNet-Lite0; the checkpoint (default: the CUB-subset CREAM run of cub_see
 CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-class head.
 
 - bare forward: ``method(images)`` under ``no_grad`` on batches of 32 already decoded and
-  normalized in memory: the ceiling every pipeline is measured against;
+  normalized in memory, one call per batch on torch's intra-op threads: the ceiling every
+  pipeline is measured against;
+- bare forward in streams: the same batches, each split over the inference streams
+  (:mod:`wsol.utils.streams`, one single-threaded forward per core), nothing else: the ceiling
+  of the streams themselves;
 - evaluate: the engine's evaluation end to end (the config's default loader: ``data.num_workers``
   of the shipped CUB-subset config, 0 on this 2-core machine, the next batch decoded in a
   prefetch thread;
@@ -24,8 +28,10 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 - train epoch: one epoch of the one training loop (no validation), images/s from its
   ``epoch_time_s``.
 
-``default`` is what the engine does with no precision settings (``auto``: bf16 autocast +
-channels_last on a CPU with native bf16, float32 elsewhere); what it resolved to is recorded.
+``default`` is what the engine does with no settings (``auto``: bf16 autocast + channels_last
+on a CPU with native bf16, float32 elsewhere; one inference stream per intra-op thread); what
+it resolved to is recorded. ``default_one_call`` is the same with ``streams=1`` (torch's own
+threading, the engine before streams). The four precision modes run at the default streams.
 
 Modes alternate inside each repetition (fp32, channels_last, bf16, channels_last + bf16) so a
 noisy shared machine affects them alike; the best of ``--reps`` is kept. MaxBoxAccV2 of each
@@ -46,10 +52,11 @@ import torch
 from _common import REPO, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
-MODES = {"fp32": (False, False), "channels_last": (False, True), "bf16": ("bf16", False),
-         "channels_last+bf16": ("bf16", True)}
-#: The engine's default (``auto``), resolved on this machine (wsol.utils.precision).
-DEFAULT = ("auto", "auto")
+MODES = {"fp32": (False, False, "auto"), "channels_last": (False, True, "auto"),
+         "bf16": ("bf16", False, "auto"), "channels_last+bf16": ("bf16", True, "auto")}
+#: The engine's default (``auto``), resolved on this machine (wsol.utils.precision, streams).
+DEFAULT = ("auto", "auto", "auto")
+ONE_CALL = ("auto", "auto", 1)
 
 
 def base_config(metadata: Path, checkpoint: Path | None) -> dict:
@@ -66,49 +73,56 @@ def base_config(metadata: Path, checkpoint: Path | None) -> dict:
     return config
 
 
-def bare_forward(method, images: list[torch.Tensor], amp, channels_last) -> float:
+def bare_forward(method, images: list[torch.Tensor], amp, channels_last, streams=1) -> float:
     from wsol.localization.pipeline import autocast_context
     from wsol.utils.precision import resolve_channels_last
+    from wsol.utils.streams import ForwardStreams, resolve_streams
 
     channels_last = resolve_channels_last(channels_last, "cpu")
     method.eval()
     if channels_last:
         method.to(memory_format=torch.channels_last)
         images = [x.contiguous(memory_format=torch.channels_last) for x in images]
-    t0 = time.perf_counter()
-    with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
-        for x in images:
+
+    def forward(x):  # grad mode and autocast are per thread
+        with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
             method(x)
-    elapsed = time.perf_counter() - t0
+
+    with ForwardStreams(resolve_streams(streams, "cpu")) as pool:
+        t0 = time.perf_counter()
+        for x in images:
+            pool.map(forward, x.tensor_split(pool.count))
+        elapsed = time.perf_counter() - t0
     method.to(memory_format=torch.contiguous_format)
     return sum(x.shape[0] for x in images) / elapsed
 
 
-def evaluate_once(method, config: dict, amp, channels_last, split: str = "test"
+def evaluate_once(method, config: dict, amp, channels_last, streams, split: str = "test"
                   ) -> tuple[float, float]:
     from wsol.engine.train import evaluate_split
 
     t0 = time.perf_counter()
     res = evaluate_split(method, config, split, torch.device("cpu"), method.backbone, amp=amp,
-                         channels_last=channels_last)
+                         channels_last=channels_last, streams=streams)
     return res["num_images"] / (time.perf_counter() - t0), res["MaxBoxAccV2"]
 
 
-def localize_cli_once(method, paths: list[Path], amp, channels_last) -> float:
+def localize_cli_once(method, paths: list[Path], amp, channels_last, streams) -> float:
     from wsol.commands.localize import ImageItem, LocalizeSettings, localize_images
 
     items = [ImageItem(p, f"{k:04d}-{p.stem}") for k, p in enumerate(paths)]
-    settings = LocalizeSettings(threshold=0.2, batch_size=32, amp=amp, channels_last=channels_last)
+    settings = LocalizeSettings(threshold=0.2, batch_size=32, amp=amp, channels_last=channels_last,
+                                streams=streams)
     with tempfile.TemporaryDirectory() as tmp:
         report = localize_images(method, items, Path(tmp), settings)
     assert len(report.records) == len(paths), report.skipped
     return len(paths) / report.seconds
 
 
-def localize_once(method, paths: list[Path], amp, channels_last) -> float:
+def localize_once(method, paths: list[Path], amp, channels_last, streams) -> float:
     from wsol.api import Localizer
 
-    loc = Localizer(method, batch_size=32, amp=amp, channels_last=channels_last)
+    loc = Localizer(method, batch_size=32, amp=amp, channels_last=channels_last, streams=streams)
     t0 = time.perf_counter()
     out = loc([str(p) for p in paths])
     assert len(out.boxes) == len(paths)
@@ -162,30 +176,41 @@ def main() -> None:
 
     from wsol.utils.precision import precision_record
 
-    modes = {**MODES, "default": DEFAULT}
+    from wsol.utils.streams import resolve_streams
+
+    modes = {**MODES, "default": DEFAULT, "default_one_call": ONE_CALL}
     results: dict[str, dict] = {m: {} for m in modes}
-    results["default"]["resolved"] = precision_record(*DEFAULT, "cpu")
+    for mode, (amp, cl, streams) in modes.items():
+        results[mode]["streams"] = resolve_streams(streams, "cpu")
+    results["default"]["resolved"] = precision_record(*DEFAULT[:2], "cpu")
     for rep in range(args.reps):
-        for mode, (amp, cl) in modes.items():
+        for mode, (amp, cl, streams) in modes.items():
             r = results[mode]
             r["bare_forward"] = max(r.get("bare_forward", 0.0),
                                     bare_forward(method, images, amp, cl))
-            ips, acc = evaluate_once(method, config, amp, cl)
+            if results[mode]["streams"] > 1:
+                r["bare_forward_streams"] = max(r.get("bare_forward_streams", 0.0),
+                                                bare_forward(method, images, amp, cl, streams))
+            ips, acc = evaluate_once(method, config, amp, cl, streams)
             r["evaluate"] = max(r.get("evaluate", 0.0), ips)
             r["MaxBoxAccV2"] = acc
-            r["localize"] = max(r.get("localize", 0.0), localize_once(method, paths, amp, cl))
+            r["localize"] = max(r.get("localize", 0.0),
+                                localize_once(method, paths, amp, cl, streams))
             r["localize_cli"] = max(r.get("localize_cli", 0.0),
-                                    localize_cli_once(method, paths, amp, cl))
+                                    localize_cli_once(method, paths, amp, cl, streams))
             r["validation"] = max(r.get("validation", 0.0),
-                                  evaluate_once(method, config, amp, cl, "val")[0])
-            if not args.skip_train and rep == 0:
+                                  evaluate_once(method, config, amp, cl, streams, "val")[0])
+            if not args.skip_train and rep == 0 and mode != "default_one_call":
                 r["train_epoch"] = train_epoch(config, amp, cl)
-            print(rep, mode, {k: round(v, 2) for k, v in r.items() if k != "resolved"},
-                  flush=True)
+            print(rep, mode, {k: round(v, 2) for k, v in r.items()
+                              if isinstance(v, (int, float))}, flush=True)
     for mode, r in results.items():
         for key in ("evaluate", "localize", "localize_cli", "validation", "train_epoch"):
             if key in r:
                 r[f"{key}_vs_bare_forward"] = round(r[key] / r["bare_forward"], 3)
+                if "bare_forward_streams" in r:
+                    r[f"{key}_vs_bare_forward_streams"] = round(
+                        r[key] / r["bare_forward_streams"], 3)
     write_result("pipeline", {
         "what": "img/s on the CUB subset (243 test / 250 train images), EfficientNet-Lite0, "
                 "batch 32 at 224, CPU; best of reps; modes alternate within each rep",

@@ -217,12 +217,16 @@ class Localizer:
         amp: mixed precision of the forward pass: ``auto`` (bf16 where the hardware has it),
             false, ``bf16``, ``fp16`` (:mod:`wsol.utils.precision`).
         channels_last: NHWC memory format for the forward pass: ``auto``, true or false.
+        streams: CPU inference streams (:mod:`wsol.utils.streams`): ``auto`` (one per
+            intra-op thread on a CPU) or an integer >= 1; the same numbers as one call. The
+            worker threads start on first use and stop with the localizer.
     """
 
     def __init__(self, method: nn.Module, *, class_names: Sequence[str] | None = None,
                  image_size: int = 224, threshold: float | None = None,
                  normalization: str = "minmax", batch_size: int = 16,
-                 amp: bool | str = "auto", channels_last: bool | str = "auto") -> None:
+                 amp: bool | str = "auto", channels_last: bool | str = "auto",
+                 streams: int | str = "auto") -> None:
         from wsol.data.transforms import EvalTransform
         from wsol.localization import DEFAULT_THRESHOLD, NORMALIZATIONS
         from wsol.methods.base import WSOLMethod
@@ -251,14 +255,18 @@ class Localizer:
         self.normalization = normalization
         self.batch_size = int(batch_size)
         from wsol.utils.precision import check_amp, check_channels_last
+        from wsol.utils.streams import check_streams
 
         try:
             check_amp(amp, "amp")
             check_channels_last(channels_last, "channels_last")
+            check_streams(streams, "streams")
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.amp = amp
         self.channels_last = channels_last
+        self.streams = streams
+        self._streams: Any = None  # the ForwardStreams, started on first use
         backbone = method.backbone
         self.transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
                                        size=self.image_size)
@@ -351,6 +359,19 @@ class Localizer:
                             f"classes (0..{self.num_classes - 1})")
         return index
 
+    def forward_streams(self) -> Any:
+        """The :class:`~wsol.utils.streams.ForwardStreams` of this localizer's forward passes
+        (one call, i.e. none, off the CPU or for a method that is not stream-safe)."""
+        from wsol.localization.pipeline import stream_safe
+        from wsol.utils.streams import ForwardStreams, resolve_streams
+
+        count = resolve_streams(self.streams, self.device) if stream_safe(self.method) else 1
+        if self._streams is None or self._streams.count != count:
+            if self._streams is not None:
+                self._streams.close()
+            self._streams = ForwardStreams(count)
+        return self._streams
+
     def preprocess(self, image: Image.Image) -> Tensor:
         """One RGB PIL image -> the normalized ``(3, S, S)`` network input (on the CPU)."""
         return self.transform(image)
@@ -367,7 +388,7 @@ class Localizer:
             inputs = inputs.to(device).contiguous(memory_format=torch.channels_last)
         with memory_format(self.method, channels_last):
             result = localize(self.method, inputs, classes, self.threshold, self.normalization,
-                              amp=resolve_amp(self.amp, device))
+                              amp=resolve_amp(self.amp, device), streams=self.forward_streams())
         size_t = torch.as_tensor([tuple(s) for s in sizes], dtype=torch.long)
         boxes = scale_boxes(result.boxes, (self.image_size, self.image_size),
                             size_t.to(result.boxes.device))

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from wsol.errors import ConfigError
 from wsol.utils.precision import check_amp, check_channels_last
+from wsol.utils.streams import check_streams
 
 #: Every known key with its default and meaning.
 DEFAULTS: dict[str, Any] = {
@@ -91,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "amp": "auto",  # auto | false | bf16 | fp16 | true (= bf16): the evaluation forward
         "channels_last": "auto",  # auto | true | false: NHWC for the evaluation forward
         "threads": None,  # box-counting threads (null: min(4, cores)); overlap the next forward
+        "streams": "auto",  # auto | N: CPU inference streams (wsol.utils.streams); same numbers
     },
 }
 
@@ -117,10 +119,11 @@ def _float_from_text(text: str) -> Any:
 
 #: Keys that take either a boolean or a string (a path).
 _BOOL_OR_PATH = {"model.pretrained"}
-#: Precision keys and their checks (:mod:`wsol.utils.precision`, which does not import torch).
+#: Keys with a check of their own (:mod:`wsol.utils.precision`, :mod:`wsol.utils.streams`; neither
+#: imports torch at module level).
 _PRECISION_KEYS = {"train.amp": check_amp, "eval.amp": check_amp,
                    "train.channels_last": check_channels_last,
-                   "eval.channels_last": check_channels_last}
+                   "eval.channels_last": check_channels_last, "eval.streams": check_streams}
 
 
 def _check_type(key: str, default: Any, value: Any, source: str) -> Any:

@@ -7,7 +7,8 @@ or ``cream`` (training-free CREAM, :mod:`wsol.methods.cream_free`, the default).
 Trailing ``key=value`` arguments override the config (``method.stage=calibrated``,
 ``method.iterations=3``), as for ``wsol train`` and ``wsol evaluate``; ``--set KEY=VALUE`` is
 a deprecated alias. ``eval.amp`` / ``eval.channels_last`` set the forward's precision (default
-``auto``: bf16 + channels_last where the hardware has bf16; recorded in the manifest).
+``auto``: bf16 + channels_last where the hardware has bf16; recorded in the manifest);
+``eval.streams`` the CPU inference streams (:mod:`wsol.utils.streams`, default one per core).
 
 Every JPEG/PNG (any size; grayscale, palette and RGBA images are converted to RGB) goes through
 the evaluation transform (resize to ``S x S``, normalize) and :class:`wsol.Localizer` in
@@ -158,6 +159,7 @@ class LocalizeSettings:
     progress: bool = False
     amp: bool | str = "auto"  # eval.amp of the config (wsol.utils.precision)
     channels_last: bool | str = "auto"  # eval.channels_last
+    streams: int | str = "auto"  # eval.streams (wsol.utils.streams)
 
 
 @dataclass
@@ -239,7 +241,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     loc = Localizer(method, class_names=settings.class_names, image_size=settings.image_size,
                     threshold=settings.threshold, normalization=settings.normalization,
                     batch_size=settings.batch_size, amp=settings.amp,
-                    channels_last=settings.channels_last)
+                    channels_last=settings.channels_last, streams=settings.streams)
     report = LocalizeReport()
 
     def read():  # decoded and preprocessed in the prefetch thread, one batch ahead
@@ -445,7 +447,9 @@ def run(args: argparse.Namespace) -> int:
     from wsol.errors import UserError
     from wsol.utils.device import resolve_device
     from wsol.utils.io import atomic_write_json, atomic_write_text
+    from wsol.localization.pipeline import stream_safe
     from wsol.utils.precision import precision_record
+    from wsol.utils.streams import resolve_streams
 
     out = Path(args.out)
     _check_out(out, args.force)
@@ -473,7 +477,8 @@ def run(args: argparse.Namespace) -> int:
         target_class=_resolve_class(args.target_class, method.num_classes, class_names),
         class_names=class_names, batch_size=args.batch_size, progress=not args.no_progress,
         amp=config.get("eval", {}).get("amp", "auto"),
-        channels_last=config.get("eval", {}).get("channels_last", "auto"))
+        channels_last=config.get("eval", {}).get("channels_last", "auto"),
+        streams=config.get("eval", {}).get("streams", "auto"))
     out.mkdir(parents=True, exist_ok=True)
     report = localize_images(method, items, out, settings)
     atomic_write_json(out / "boxes.json", report.records)
@@ -492,6 +497,7 @@ def run(args: argparse.Namespace) -> int:
             "image_size": settings.image_size, "normalization": settings.normalization,
             "batch_size": settings.batch_size, "device": str(device),
             "precision": precision_record(settings.amp, settings.channels_last, device),
+            "streams": resolve_streams(settings.streams, device) if stream_safe(method) else 1,
             "input_mean": list(method.backbone.input_mean),
             "input_std": list(method.backbone.input_std),
             "box_coordinates": "original image pixels, inclusive (x0, y0, x1, y1)",

@@ -25,12 +25,13 @@ from wsol.data.metadata import Metadata
 from wsol.errors import UserError
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
-from wsol.localization.pipeline import EVAL_TYPES, compute_maps
+from wsol.localization.pipeline import EVAL_TYPES, compute_maps, stream_safe
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 from wsol.metrics.inside import inside_outside_means
 from wsol.utils.precision import memory_format, precision_record
 from wsol.utils.prefetch import prefetch
+from wsol.utils.streams import ForwardStreams, resolve_streams
 
 
 class ShardSampler(Sampler[int]):
@@ -87,12 +88,17 @@ def evaluate(
     channels_last: bool | str = "auto",
     map_class: str = "gt",
     num_threads: int | None = None,
+    streams: int | str = "auto",
 ) -> dict:
     """Classification + localization metrics of ``method`` on the split behind ``loader``.
 
     ``eval_type="mask"`` evaluates the method's threshold-free binary masks
     (``method.localization_masks``, B-CAM) instead of the score maps: a binary map gives the same
     box at every threshold, so BoxAcc is that mask's box accuracy.
+
+    ``streams`` (``eval.streams``): CPU inference streams for the forward pass and the maps
+    (:mod:`wsol.utils.streams`; ``auto``: one per intra-op thread on a CPU); the same numbers
+    as one call per batch. The count used is recorded as ``results["streams"]``.
     """
     from tqdm import tqdm
 
@@ -109,6 +115,10 @@ def evaluate(
     except ValueError as exc:
         raise UserError(f"eval: {exc}") from None
     amp, channels_last = precision["amp"], precision["channels_last"]
+    try:
+        num_streams = resolve_streams(streams, device) if stream_safe(inner) else 1
+    except ValueError as exc:
+        raise UserError(f"eval: {exc}") from None
     evaluator = LocalizationEvaluator(
         metadata, image_size=image_size, cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds), multi_contour=multi_contour, mask_root=mask_root,
@@ -120,7 +130,7 @@ def evaluate(
     source = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
     batches = tqdm(source, desc="eval", leave=False, unit="batch", total=len(loader),
                    disable=not (progress and is_main_process()))
-    with memory_format(inner, channels_last):
+    with memory_format(inner, channels_last), ForwardStreams(num_streams) as forward_streams:
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
@@ -128,7 +138,7 @@ def evaluate(
             labels = torch.as_tensor(batch["label"]).to(device)
             out = compute_maps(inner, images, labels if map_class == "gt" else None,
                                (image_size, image_size), normalization, eval_type=eval_type,
-                               amp=amp)
+                               amp=amp, streams=forward_streams)
             topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
             evaluator.update(out.maps, list(batch["image_id"]), topk)
             if gt_boxes is not None:  # polarity check: more map mass inside the GT boxes?
@@ -162,4 +172,5 @@ def evaluate(
         results["top5_note"] = f"omitted: {num_classes} classes (< 6)"
     results["normalization"] = normalization
     results["precision"] = precision
+    results["streams"] = num_streams
     return results

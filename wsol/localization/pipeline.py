@@ -27,9 +27,10 @@ from torch import Tensor
 
 from wsol.localization.normalize import postprocess_maps
 from wsol.utils.precision import autocast_context
+from wsol.utils.streams import ForwardStreams
 
 __all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
-           "compute_maps", "localize", "maps_from_outputs", "model_device"]
+           "compute_maps", "localize", "maps_from_outputs", "model_device", "stream_safe"]
 
 EVAL_TYPES = ("prob", "mask")
 
@@ -71,7 +72,7 @@ def model_device(module: torch.nn.Module) -> torch.device:
 def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
                  size: tuple[int, int] | None = None, normalization: str = "minmax", *,
                  eval_type: str = "prob", amp: bool | str | None = False,
-                 stages: Sequence[str] = ()) -> MapBatch:
+                 stages: Sequence[str] = (), streams: ForwardStreams | None = None) -> MapBatch:
     """Normalized localization maps of a batch (see the module docstring for the steps).
 
     Args:
@@ -84,6 +85,10 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
         amp: mixed precision of the forward pass (:func:`wsol.utils.precision.autocast_context`:
             false, bf16, fp16, auto); maps are computed in float32 from the autocast features.
         stages: extra map stages to return as well (CREAM's ``maps_by_stage``).
+        streams: CPU inference streams (:mod:`wsol.utils.streams`): the batch is split into
+            that many chunks computed concurrently, each with one intra-op thread; the same
+            numbers as one call. Ignored (one call) off the CPU, for one image, and for
+            methods that are not :func:`stream_safe`.
     """
     if eval_type not in EVAL_TYPES:
         raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
@@ -93,21 +98,50 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
     device = model_device(method)
     images = images.to(device, non_blocking=True)
     size = tuple(images.shape[2:]) if size is None else (int(size[0]), int(size[1]))
-    was_training = method.training
-    method.eval()
+    if classes is not None:
+        classes = torch.as_tensor(classes).to(device=device, dtype=torch.long)
+
     grad = torch.enable_grad if getattr(method, "maps_need_grad", False) else torch.no_grad
-    try:
+
+    def run(chunk: tuple[Tensor, Tensor | None]) -> MapBatch:  # grad mode is per thread
         with grad():
             with autocast_context(device, amp):
-                outputs = method(images)
+                outputs = method(chunk[0])
             outputs = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
                        for k, v in outputs.items()}
-            batch = maps_from_outputs(method, outputs, classes, size, normalization,
-                                      eval_type=eval_type, stages=stages)
-        del outputs
+            return maps_from_outputs(method, outputs, chunk[1], size, normalization,
+                                     eval_type=eval_type, stages=stages)
+
+    count = 1
+    if streams is not None and device.type == "cpu" and stream_safe(method):
+        count = min(streams.count, int(images.shape[0]))
+    was_training = method.training
+    method.eval()
+    try:
+        if count <= 1:
+            return run((images, classes))
+        parts = list(zip(images.tensor_split(count),
+                         classes.tensor_split(count) if classes is not None else [None] * count))
+        return _concat(streams.map(run, parts))  # type: ignore[union-attr]
     finally:
         method.train(was_training)
-    return batch
+
+
+def stream_safe(method: torch.nn.Module) -> bool:
+    """True when chunks of a batch may run through ``method`` concurrently: the method and its
+    backbone declare ``stream_safe`` (their forward keeps no state on the module) and its maps
+    need no backward pass."""
+    backbone = getattr(method, "backbone", None)
+    return (bool(getattr(method, "stream_safe", False))
+            and bool(getattr(backbone, "stream_safe", True))
+            and not getattr(method, "maps_need_grad", False))
+
+
+def _concat(parts: list[MapBatch]) -> MapBatch:
+    return MapBatch(maps=torch.cat([p.maps for p in parts]),
+                    logits=torch.cat([p.logits for p in parts]),
+                    classes=torch.cat([p.classes for p in parts]),
+                    stages={s: torch.cat([p.stages[s] for p in parts]) for s in parts[0].stages})
 
 
 def maps_from_outputs(method: torch.nn.Module, outputs: dict[str, Tensor],
@@ -181,7 +215,8 @@ def _check_inputs(method: torch.nn.Module, images: Tensor, classes: Tensor | Non
 
 def localize(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
              threshold: float = DEFAULT_THRESHOLD, normalization: str = "minmax", *,
-             amp: bool | str | None = False) -> LocalizationResult:
+             amp: bool | str | None = False, streams: ForwardStreams | None = None
+             ) -> LocalizationResult:
     """Maps (:func:`compute_maps`), boxes, classes and scores of a batch.
 
     ``box_b`` is the wsolevaluation box at threshold ``t`` (method-spec §4): ``u = uint8(255
@@ -196,11 +231,13 @@ def localize(method: torch.nn.Module, images: Tensor, classes: Tensor | None = N
         classes: ``(B,)`` class per image; None takes the top-1 prediction.
         threshold: box threshold ``t`` in [0, 1) on the normalized map.
         normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
+        amp, streams: as for :func:`compute_maps`.
     """
     from wsol.localization.boxes import boxes_from_maps
 
     _check_inputs(method, images, classes, threshold)
-    batch = compute_maps(method, images, classes, None, normalization, amp=amp)
+    batch = compute_maps(method, images, classes, None, normalization, amp=amp,
+                         streams=streams)
     boxes = torch.from_numpy(boxes_from_maps(batch.maps, threshold)).to(batch.maps.device)
     return LocalizationResult(maps=batch.maps, boxes=boxes, classes=batch.classes,
                               scores=batch.scores)

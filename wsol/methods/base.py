@@ -65,6 +65,9 @@ class WSOLMethod(nn.Module):
     maps_need_grad: ClassVar[bool] = False
     #: True for methods carrying CREAM's context embeddings (:mod:`wsol.methods.cream`).
     with_cream: ClassVar[bool] = False
+    #: True when the forward pass keeps no state on the module, so that chunks of a batch may
+    #: run through it concurrently (:mod:`wsol.utils.streams`); False for SPG's taps.
+    stream_safe: ClassVar[bool] = True
 
     def __init__(self, backbone: WSOLBackbone) -> None:
         super().__init__()

@@ -116,6 +116,7 @@ class SPG(WSOLMethod):
     """
 
     name = "spg"
+    stream_safe = False  # the taps record a tensor per forward pass
 
     def __init__(self, backbone: WSOLBackbone,
                  thresholds: Sequence[Sequence[float]] = DEFAULT_THRESHOLDS) -> None:

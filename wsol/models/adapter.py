@@ -89,7 +89,13 @@ class ClassifierAdapter(WSOLBackbone):
     Raises:
         TypeError: naming what is missing when ``model`` has no linear head or no way to
             produce a feature map.
+
+    ``stream_safe`` is False: wsol cannot know whether someone else's forward pass keeps state
+    on its modules, so its batches run as one call (set ``adapter.stream_safe = True`` for a
+    model known to be stateless, to run CPU inference in streams, :mod:`wsol.utils.streams`).
     """
+
+    stream_safe = False
 
     def __init__(self, model: nn.Module, *, features: str | Sequence[str] | Callable | None = None,
                  head: str | None = None, mean: Sequence[float] | None = None,

@@ -85,6 +85,8 @@ class WSOLBackbone(nn.Module):
     frozen_stages: int = 0
     #: Backbone family (the registry name), the key of the zoo methods' per-backbone choices.
     family: ClassVar[str | None] = None
+    #: The forward pass keeps no state on the module (:mod:`wsol.utils.streams`).
+    stream_safe: bool = True
 
     def insert_after(self, path: str, module: Callable[[Tensor], Tensor]) -> RemovableHandle:
         """Apply ``module`` to the output of submodule ``path``; returns the hook's handle.
