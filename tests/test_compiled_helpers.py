@@ -1,4 +1,4 @@
-"""The compiled helpers (component tree, score histograms) are optional in setup.py (an install without a C compiler
+"""The compiled helpers (component tree, score histograms, bilinear resize) are optional in setup.py (an install without a C compiler
 still works), so a build that broke would pass silently: this catches that."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sysconfig
 
 import pytest
 
+from wsol.data import resample
 from wsol.localization import leveltree
 from wsol.metrics import histograms
 
@@ -20,3 +21,4 @@ def test_helper_is_built_wherever_a_compiler_is_present():
         pytest.skip(f"no C compiler ({compiler}) on this machine")
     assert leveltree.available()
     assert histograms._scorebins is not None
+    assert resample.available()  # built, and reproducing the installed Pillow

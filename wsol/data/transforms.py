@@ -11,7 +11,7 @@ Eval (method-spec §4 "test images resized to 224x224, no crop")::
 with ``to_tensor`` mapping uint8 RGB to float in [0, 1], ``(3, H, W)``, and
 ``normalize(x)_k = (x_k - mean_k) / std_k`` using the backbone's ``input_mean`` / ``input_std``.
 Resizing is PIL bilinear (what torchvision's ``Resize`` does on PIL images, antialiased when
-shrinking); a square target is used because wsolevaluation resizes to a square, which is also
+shrinking; computed with PIL's exact numbers by :mod:`wsol.data.resample`); a square target is used because wsolevaluation resizes to a square, which is also
 what makes ``int(x * S / W)`` the right box rescaling.
 
 All randomness (crop offset, flip) is drawn from torch's global RNG, so ``torch.manual_seed``
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+
+from wsol.data.resample import resize_array
 from wsol.errors import ImageLoadError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -129,6 +131,14 @@ def _to_uint8_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _owns_its_pixels(img: Image.Image) -> bool:
+    """True for a loaded single-frame JPEG or PNG: PIL has closed its file after decoding and
+    the pixels live in memory of its own (not a memory map of the file, as for some raw
+    formats). Anything else (multi-frame files keep their file open) is copied and closed."""
+    return (img.format in ("JPEG", "PNG") and not getattr(img, "is_animated", False)
+            and getattr(img, "map", None) is None and getattr(img, "fp", None) is None)
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Open and fully decode ``path`` as an 8-bit RGB PIL image.
 
@@ -150,12 +160,18 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise ImageLoadError(f"max_pixels must be positive, got {limit}")
     try:
         img = _open_checked(path, limit)
-        with img:
+        try:
             img.load()  # force the full decode: a truncated file fails here, not later
             out = _to_uint8_rgb(img)
-            if out is img:
-                out = img.copy()
-            return out
+        except BaseException:
+            img.close()
+            raise
+        if out is img and _owns_its_pixels(img):
+            return img  # its file is closed and nothing refers to it: no copy needed
+        if out is img:
+            out = img.copy()
+        img.close()
+        return out
     except ImageLoadError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
@@ -185,6 +201,10 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, T
             torch.tensor(std, dtype=torch.float32).view(3, 1, 1))
 
 
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 def resize(img: Image.Image, size: int | Sequence[int]) -> Image.Image:
     """Bilinear resize to ``size`` (``(height, width)``, or an int for a square)."""
     h, w = _pair(size, "size")
@@ -193,9 +213,10 @@ def resize(img: Image.Image, size: int | Sequence[int]) -> Image.Image:
     return img.resize((w, h), Image.BILINEAR)
 
 
-def to_tensor(img: Image.Image) -> Tensor:
-    """RGB uint8 PIL image -> float tensor ``(3, H, W)`` with values ``v / 255`` in [0, 1]."""
-    if img.mode != "RGB":
+def to_tensor(img: Image.Image | np.ndarray) -> Tensor:
+    """RGB uint8 PIL image (or ``(H, W, 3)`` uint8 array) -> float tensor ``(3, H, W)`` with
+    values ``v / 255`` in [0, 1]."""
+    if isinstance(img, Image.Image) and img.mode != "RGB":
         img = img.convert("RGB")
     array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     # In NumPy (single-threaded): torch's thread pool makes per-image ops slow on a busy CPU.
@@ -255,12 +276,12 @@ class TrainTransform:
         self.normalize = Normalize(mean=mean, std=std)
 
     def __call__(self, img: Image.Image) -> Tensor:
-        img = resize(img, self.resize_size)
+        resized = resize_array(_rgb(img), self.resize_size)  # = resize(), as an array
         (rh, rw), (ch, cw) = self.resize_size, self.crop_size
         top = int(torch.randint(0, rh - ch + 1, (1,)).item())
         left = int(torch.randint(0, rw - cw + 1, (1,)).item())
         flip = bool(torch.rand(()).item() < self.flip_prob)
-        x = to_tensor(img)[:, top:top + ch, left:left + cw]
+        x = to_tensor(resized)[:, top:top + ch, left:left + cw]
         if flip:
             x = x.flip(-1)
         return self.normalize.apply_(x.contiguous())
@@ -280,7 +301,7 @@ class EvalTransform:
         self.normalize = Normalize(mean=mean, std=std)
 
     def __call__(self, img: Image.Image) -> Tensor:
-        return self.normalize.apply_(to_tensor(resize(img, self.size)))
+        return self.normalize.apply_(to_tensor(resize_array(_rgb(img), self.size)))
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"
