@@ -4,7 +4,8 @@ share of the forward on a small CPU (benchmarks/README.md, "Pipelines").
     python benchmarks/bench_host_costs.py [--reps 3]
 
 - decode + eval transform: ``WSOLDataset[i]`` on the 243 CUB-subset test images (JPEG decode,
-  resize to 224, to tensor, normalize), one thread;
+  resize to 224, to tensor, normalize), one thread; with the compiled resize
+  (``wsol.data.resample``, the default) and with PIL's own, alternating (the same numbers);
 - box evaluator: ``BoxAccumulator(num_threads=1)`` on the 120 parity maps at interval 0.001,
   batches of 32 (component tree, and the OpenCV path);
 - score histograms: ``score_bins`` on those maps as float32 tensors with their GT-box masks,
@@ -77,8 +78,25 @@ def main() -> None:
     method = build_from_config(config, num_classes=10).eval()
     dataset, _, _ = build_split(config, "test", train=False, backbone=method.backbone)
     out: dict = {}
-    out["decode_transform_ms"] = best_ms(lambda: [dataset[i] for i in range(len(dataset))],
-                                         len(dataset), args.reps)
+    from wsol.data import resample
+
+    def decode_all(helper: bool) -> None:
+        resample.available = fast if helper else (lambda: False)
+        try:
+            for i in range(len(dataset)):
+                dataset[i]
+        finally:
+            resample.available = fast
+
+    fast = resample.available
+    times: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    for _ in range(args.reps):  # alternating: the compiled resize, then PIL's own
+        for helper in (True, False):
+            times[helper] = min(times[helper], best_ms(lambda: decode_all(helper),
+                                                       len(dataset), 1))
+    out["decode_transform_ms"] = times[True]
+    out["decode_transform_pil_resize_ms"] = times[False]
+    out["compiled_resize"] = bool(fast())
 
     meta = read_metadata(PARITY / "metadata" / "test")
     ids = list(meta.image_ids)

@@ -168,6 +168,7 @@ def main() -> None:
     if checkpoint is not None:
         method, _ = load_method(checkpoint, method_overrides={"stage": "cam"})
     else:
+        torch.manual_seed(0)  # the fresh head: the same MaxBoxAccV2 in every run
         method = build_from_config(config, num_classes=10).eval()
     dataset, meta, _ = build_split(config, "test", train=False, backbone=method.backbone)
     batch = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
