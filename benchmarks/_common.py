@@ -16,8 +16,8 @@ RESULTS = REPO / "benchmarks" / "results"
 #: (bf16 + channels_last where the hardware has bf16, wsol.utils.precision); the benchmarks
 #: that reproduce documented numbers pin float32 so that rerunning them gives those numbers.
 #: benchmarks/cub_amp.py measures what ``auto`` changes. ``eval.streams=1``: those numbers came
-#: from torch's multi-threaded calls, which in float32 differ in the last bits from the
-#: one-thread numbers of inference streams (wsol.utils.streams).
+#: from one call per batch; ``auto`` streams already keep that in float32 (wsol.utils.streams),
+#: the pin only makes it explicit.
 FP32 = ["train.amp=false", "train.channels_last=false", "eval.amp=false",
         "eval.channels_last=false", "eval.streams=1"]
 

@@ -12,9 +12,9 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 - bare forward: ``method(images)`` under ``no_grad`` on batches of 32 already decoded and
   normalized in memory, one call per batch on torch's intra-op threads: the ceiling every
   pipeline is measured against;
-- bare forward in streams: the same batches, each split over the inference streams
-  (:mod:`wsol.utils.streams`, one single-threaded forward per core), nothing else: the ceiling
-  of the streams themselves;
+- bare forward in the mode's layout: the same batches in the mode's streams and chunks
+  (:mod:`wsol.utils.streams`: calls of 4 images spread over one single-threaded stream per
+  core, where they apply), nothing else: the ceiling of that layout itself;
 - evaluate: the engine's evaluation end to end (the config's default loader: ``data.num_workers``
   of the shipped CUB-subset config, 0 on this 2-core machine, the next batch decoded in a
   prefetch thread;
@@ -30,8 +30,11 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 
 ``default`` is what the engine does with no settings (``auto``: bf16 autocast + channels_last
 on a CPU with native bf16, float32 elsewhere; one inference stream per intra-op thread); what
-it resolved to is recorded. ``default_one_call`` is the same with ``streams=1`` (torch's own
-threading, the engine before streams). The four precision modes run at the default streams.
+it resolved to is recorded. ``default_one_call`` is the same with ``streams=1`` and one call
+per batch (torch's own threading, the engine before streams and chunks); ``fp32_streams`` is
+float32 with streams and chunks set explicitly (``auto`` keeps one call in float32: its numbers
+can differ in the last bits, and the MaxBoxAccV2 column shows whether the metric moved). The
+four precision modes run at the default (``auto``) streams and chunks.
 
 Modes alternate inside each repetition (fp32, channels_last, bf16, channels_last + bf16) so a
 noisy shared machine affects them alike; the best of ``--reps`` is kept. MaxBoxAccV2 of each
@@ -52,11 +55,15 @@ import torch
 from _common import REPO, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
-MODES = {"fp32": (False, False, "auto"), "channels_last": (False, True, "auto"),
-         "bf16": ("bf16", False, "auto"), "channels_last+bf16": ("bf16", True, "auto")}
+#: mode -> (amp, channels_last, streams, chunk_size)
+MODES = {"fp32": (False, False, "auto", "auto"), "channels_last": (False, True, "auto", "auto"),
+         "bf16": ("bf16", False, "auto", "auto"),
+         "channels_last+bf16": ("bf16", True, "auto", "auto")}
 #: The engine's default (``auto``), resolved on this machine (wsol.utils.precision, streams).
-DEFAULT = ("auto", "auto", "auto")
-ONE_CALL = ("auto", "auto", 1)
+DEFAULT = ("auto", "auto", "auto", "auto")
+WHOLE = 1_000_000  # a chunk size no batch reaches: one call per batch
+EXTRA = {"default_one_call": ("auto", "auto", 1, WHOLE), "fp32_streams": (False, False, "auto",
+                                                                           4)}
 
 
 def base_config(metadata: Path, checkpoint: Path | None) -> dict:
@@ -73,10 +80,18 @@ def base_config(metadata: Path, checkpoint: Path | None) -> dict:
     return config
 
 
-def bare_forward(method, images: list[torch.Tensor], amp, channels_last, streams=1) -> float:
+def layout(method, amp, streams, chunk) -> tuple[int, int | None]:
+    from wsol.localization.pipeline import inference_streams
+    from wsol.utils.precision import resolve_amp
+
+    return inference_streams(method, streams, chunk, "cpu", resolve_amp(amp, "cpu"))
+
+
+def bare_forward(method, images: list[torch.Tensor], amp, channels_last, streams=1,
+                 chunk=WHOLE) -> float:
     from wsol.localization.pipeline import autocast_context
     from wsol.utils.precision import resolve_channels_last
-    from wsol.utils.streams import ForwardStreams, resolve_streams
+    from wsol.utils.streams import ForwardStreams
 
     channels_last = resolve_channels_last(channels_last, "cpu")
     method.eval()
@@ -88,41 +103,43 @@ def bare_forward(method, images: list[torch.Tensor], amp, channels_last, streams
         with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
             method(x)
 
-    with ForwardStreams(resolve_streams(streams, "cpu")) as pool:
+    count, size = layout(method, amp, streams, chunk)
+    with ForwardStreams(count) as pool:
         t0 = time.perf_counter()
         for x in images:
-            pool.map(forward, x.tensor_split(pool.count))
+            pool.map(forward, x.split(size or -(-x.shape[0] // count)))
         elapsed = time.perf_counter() - t0
     method.to(memory_format=torch.contiguous_format)
     return sum(x.shape[0] for x in images) / elapsed
 
 
-def evaluate_once(method, config: dict, amp, channels_last, streams, split: str = "test"
-                  ) -> tuple[float, float]:
+def evaluate_once(method, config: dict, amp, channels_last, streams, chunk,
+                  split: str = "test") -> tuple[float, float]:
     from wsol.engine.train import evaluate_split
 
     t0 = time.perf_counter()
     res = evaluate_split(method, config, split, torch.device("cpu"), method.backbone, amp=amp,
-                         channels_last=channels_last, streams=streams)
+                         channels_last=channels_last, streams=streams, chunk_size=chunk)
     return res["num_images"] / (time.perf_counter() - t0), res["MaxBoxAccV2"]
 
 
-def localize_cli_once(method, paths: list[Path], amp, channels_last, streams) -> float:
+def localize_cli_once(method, paths: list[Path], amp, channels_last, streams, chunk) -> float:
     from wsol.commands.localize import ImageItem, LocalizeSettings, localize_images
 
     items = [ImageItem(p, f"{k:04d}-{p.stem}") for k, p in enumerate(paths)]
     settings = LocalizeSettings(threshold=0.2, batch_size=32, amp=amp, channels_last=channels_last,
-                                streams=streams)
+                                streams=streams, chunk_size=chunk)
     with tempfile.TemporaryDirectory() as tmp:
         report = localize_images(method, items, Path(tmp), settings)
     assert len(report.records) == len(paths), report.skipped
     return len(paths) / report.seconds
 
 
-def localize_once(method, paths: list[Path], amp, channels_last, streams) -> float:
+def localize_once(method, paths: list[Path], amp, channels_last, streams, chunk) -> float:
     from wsol.api import Localizer
 
-    loc = Localizer(method, batch_size=32, amp=amp, channels_last=channels_last, streams=streams)
+    loc = Localizer(method, batch_size=32, amp=amp, channels_last=channels_last, streams=streams,
+                    chunk_size=chunk)
     t0 = time.perf_counter()
     out = loc([str(p) for p in paths])
     assert len(out.boxes) == len(paths)
@@ -177,31 +194,31 @@ def main() -> None:
 
     from wsol.utils.precision import precision_record
 
-    from wsol.utils.streams import resolve_streams
-
-    modes = {**MODES, "default": DEFAULT, "default_one_call": ONE_CALL}
+    modes = {**MODES, "default": DEFAULT, **EXTRA}
     results: dict[str, dict] = {m: {} for m in modes}
-    for mode, (amp, cl, streams) in modes.items():
-        results[mode]["streams"] = resolve_streams(streams, "cpu")
+    for mode, (amp, cl, streams, chunk) in modes.items():
+        results[mode]["streams"], results[mode]["chunk_size"] = layout(method, amp, streams, chunk)
     results["default"]["resolved"] = precision_record(*DEFAULT[:2], "cpu")
     for rep in range(args.reps):
-        for mode, (amp, cl, streams) in modes.items():
+        for mode, (amp, cl, streams, chunk) in modes.items():
             r = results[mode]
             r["bare_forward"] = max(r.get("bare_forward", 0.0),
                                     bare_forward(method, images, amp, cl))
-            if results[mode]["streams"] > 1:
-                r["bare_forward_streams"] = max(r.get("bare_forward_streams", 0.0),
-                                                bare_forward(method, images, amp, cl, streams))
-            ips, acc = evaluate_once(method, config, amp, cl, streams)
+            if (r["streams"], r["chunk_size"]) != (1, None):
+                r["bare_forward_layout"] = max(r.get("bare_forward_layout", 0.0),
+                                               bare_forward(method, images, amp, cl, streams,
+                                                            chunk))
+            ips, acc = evaluate_once(method, config, amp, cl, streams, chunk)
             r["evaluate"] = max(r.get("evaluate", 0.0), ips)
             r["MaxBoxAccV2"] = acc
             r["localize"] = max(r.get("localize", 0.0),
-                                localize_once(method, paths, amp, cl, streams))
+                                localize_once(method, paths, amp, cl, streams, chunk))
             r["localize_cli"] = max(r.get("localize_cli", 0.0),
-                                    localize_cli_once(method, paths, amp, cl, streams))
+                                    localize_cli_once(method, paths, amp, cl, streams, chunk))
             r["validation"] = max(r.get("validation", 0.0),
-                                  evaluate_once(method, config, amp, cl, streams, "val")[0])
-            if not args.skip_train and rep == 0 and mode != "default_one_call":
+                                  evaluate_once(method, config, amp, cl, streams, chunk,
+                                                "val")[0])
+            if not args.skip_train and rep == 0 and mode not in EXTRA:
                 r["train_epoch"] = train_epoch(config, amp, cl)
             print(rep, mode, {k: round(v, 2) for k, v in r.items()
                               if isinstance(v, (int, float))}, flush=True)
@@ -209,9 +226,9 @@ def main() -> None:
         for key in ("evaluate", "localize", "localize_cli", "validation", "train_epoch"):
             if key in r:
                 r[f"{key}_vs_bare_forward"] = round(r[key] / r["bare_forward"], 3)
-                if "bare_forward_streams" in r:
-                    r[f"{key}_vs_bare_forward_streams"] = round(
-                        r[key] / r["bare_forward_streams"], 3)
+                if "bare_forward_layout" in r:
+                    r[f"{key}_vs_bare_forward_layout"] = round(
+                        r[key] / r["bare_forward_layout"], 3)
     write_result("pipeline", {
         "what": "img/s on the CUB subset (243 test / 250 train images), EfficientNet-Lite0, "
                 "batch 32 at 224, CPU; best of reps; modes alternate within each rep",

@@ -218,15 +218,17 @@ class Localizer:
             false, ``bf16``, ``fp16`` (:mod:`wsol.utils.precision`).
         channels_last: NHWC memory format for the forward pass: ``auto``, true or false.
         streams: CPU inference streams (:mod:`wsol.utils.streams`): ``auto`` (one per
-            intra-op thread on a CPU) or an integer >= 1; the same numbers as one call. The
-            worker threads start on first use and stop with the localizer.
+            intra-op thread on a CPU in bf16, else one) or an integer >= 1. The worker threads
+            start on first use and stop with the localizer.
+        chunk_size: images per forward call: ``auto`` (4 on a CPU in bf16, else the batch) or
+            an integer >= 1.
     """
 
     def __init__(self, method: nn.Module, *, class_names: Sequence[str] | None = None,
                  image_size: int = 224, threshold: float | None = None,
                  normalization: str = "minmax", batch_size: int = 16,
                  amp: bool | str = "auto", channels_last: bool | str = "auto",
-                 streams: int | str = "auto") -> None:
+                 streams: int | str = "auto", chunk_size: int | str = "auto") -> None:
         from wsol.data.transforms import EvalTransform
         from wsol.localization import DEFAULT_THRESHOLD, NORMALIZATIONS
         from wsol.methods.base import WSOLMethod
@@ -255,17 +257,19 @@ class Localizer:
         self.normalization = normalization
         self.batch_size = int(batch_size)
         from wsol.utils.precision import check_amp, check_channels_last
-        from wsol.utils.streams import check_streams
+        from wsol.utils.streams import check_chunk_size, check_streams
 
         try:
             check_amp(amp, "amp")
             check_channels_last(channels_last, "channels_last")
             check_streams(streams, "streams")
+            check_chunk_size(chunk_size, "chunk_size")
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.amp = amp
         self.channels_last = channels_last
         self.streams = streams
+        self.chunk_size = chunk_size
         self._streams: Any = None  # the ForwardStreams, started on first use
         backbone = method.backbone
         self.transform = EvalTransform(mean=backbone.input_mean, std=backbone.input_std,
@@ -362,14 +366,18 @@ class Localizer:
     def forward_streams(self) -> Any:
         """The :class:`~wsol.utils.streams.ForwardStreams` of this localizer's forward passes
         (one call, i.e. none, off the CPU or for a method that is not stream-safe)."""
-        from wsol.localization.pipeline import stream_safe
-        from wsol.utils.streams import ForwardStreams, resolve_streams
+        from wsol.localization.pipeline import inference_streams
+        from wsol.utils.precision import resolve_amp
+        from wsol.utils.streams import ForwardStreams
 
-        count = resolve_streams(self.streams, self.device) if stream_safe(self.method) else 1
-        if self._streams is None or self._streams.count != count:
+        device = self.device
+        count, chunk = inference_streams(self.method, self.streams, self.chunk_size, device,
+                                         resolve_amp(self.amp, device))
+        if self._streams is None or (self._streams.count, self._streams.chunk_size) != (count,
+                                                                                     chunk):
             if self._streams is not None:
                 self._streams.close()
-            self._streams = ForwardStreams(count)
+            self._streams = ForwardStreams(count, chunk)
         return self._streams
 
     def preprocess(self, image: Image.Image) -> Tensor:

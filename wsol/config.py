@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from wsol.errors import ConfigError
 from wsol.utils.precision import check_amp, check_channels_last
-from wsol.utils.streams import check_streams
+from wsol.utils.streams import check_chunk_size, check_streams
 
 #: Every known key with its default and meaning.
 DEFAULTS: dict[str, Any] = {
@@ -93,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "channels_last": "auto",  # auto | true | false: NHWC for the evaluation forward
         "threads": None,  # box-counting threads (null: min(4, cores)); overlap the next forward
         "streams": "auto",  # auto | N: CPU inference streams (wsol.utils.streams); same numbers
+        "chunk_size": "auto",  # auto | N: images per forward call (auto: 4 on a CPU, the batch else)
     },
 }
 
@@ -123,7 +124,8 @@ _BOOL_OR_PATH = {"model.pretrained"}
 #: imports torch at module level).
 _PRECISION_KEYS = {"train.amp": check_amp, "eval.amp": check_amp,
                    "train.channels_last": check_channels_last,
-                   "eval.channels_last": check_channels_last, "eval.streams": check_streams}
+                   "eval.channels_last": check_channels_last, "eval.streams": check_streams,
+                   "eval.chunk_size": check_chunk_size}
 
 
 def _check_type(key: str, default: Any, value: Any, source: str) -> Any:

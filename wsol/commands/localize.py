@@ -8,7 +8,8 @@ Trailing ``key=value`` arguments override the config (``method.stage=calibrated`
 ``method.iterations=3``), as for ``wsol train`` and ``wsol evaluate``; ``--set KEY=VALUE`` is
 a deprecated alias. ``eval.amp`` / ``eval.channels_last`` set the forward's precision (default
 ``auto``: bf16 + channels_last where the hardware has bf16; recorded in the manifest);
-``eval.streams`` the CPU inference streams (:mod:`wsol.utils.streams`, default one per core).
+``eval.streams`` / ``eval.chunk_size`` the CPU inference streams and images per forward call
+(:mod:`wsol.utils.streams`, default one stream per core, 4 images per call).
 
 Every JPEG/PNG (any size; grayscale, palette and RGBA images are converted to RGB) goes through
 the evaluation transform (resize to ``S x S``, normalize) and :class:`wsol.Localizer` in
@@ -160,6 +161,7 @@ class LocalizeSettings:
     amp: bool | str = "auto"  # eval.amp of the config (wsol.utils.precision)
     channels_last: bool | str = "auto"  # eval.channels_last
     streams: int | str = "auto"  # eval.streams (wsol.utils.streams)
+    chunk_size: int | str = "auto"  # eval.chunk_size
 
 
 @dataclass
@@ -241,7 +243,8 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     loc = Localizer(method, class_names=settings.class_names, image_size=settings.image_size,
                     threshold=settings.threshold, normalization=settings.normalization,
                     batch_size=settings.batch_size, amp=settings.amp,
-                    channels_last=settings.channels_last, streams=settings.streams)
+                    channels_last=settings.channels_last, streams=settings.streams,
+                    chunk_size=settings.chunk_size)
     report = LocalizeReport()
 
     def read():  # decoded and preprocessed in the prefetch thread, one batch ahead
@@ -447,9 +450,8 @@ def run(args: argparse.Namespace) -> int:
     from wsol.errors import UserError
     from wsol.utils.device import resolve_device
     from wsol.utils.io import atomic_write_json, atomic_write_text
-    from wsol.localization.pipeline import stream_safe
-    from wsol.utils.precision import precision_record
-    from wsol.utils.streams import resolve_streams
+    from wsol.localization.pipeline import inference_streams
+    from wsol.utils.precision import precision_record, resolve_amp
 
     out = Path(args.out)
     _check_out(out, args.force)
@@ -478,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
         class_names=class_names, batch_size=args.batch_size, progress=not args.no_progress,
         amp=config.get("eval", {}).get("amp", "auto"),
         channels_last=config.get("eval", {}).get("channels_last", "auto"),
-        streams=config.get("eval", {}).get("streams", "auto"))
+        streams=config.get("eval", {}).get("streams", "auto"),
+        chunk_size=config.get("eval", {}).get("chunk_size", "auto"))
     out.mkdir(parents=True, exist_ok=True)
     report = localize_images(method, items, out, settings)
     atomic_write_json(out / "boxes.json", report.records)
@@ -497,7 +500,9 @@ def run(args: argparse.Namespace) -> int:
             "image_size": settings.image_size, "normalization": settings.normalization,
             "batch_size": settings.batch_size, "device": str(device),
             "precision": precision_record(settings.amp, settings.channels_last, device),
-            "streams": resolve_streams(settings.streams, device) if stream_safe(method) else 1,
+            **dict(zip(("streams", "chunk_size"), inference_streams(
+                method, settings.streams, settings.chunk_size, device,
+                resolve_amp(settings.amp, device)))),
             "input_mean": list(method.backbone.input_mean),
             "input_std": list(method.backbone.input_std),
             "box_coordinates": "original image pixels, inclusive (x0, y0, x1, y1)",

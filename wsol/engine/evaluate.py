@@ -25,13 +25,13 @@ from wsol.data.metadata import Metadata
 from wsol.errors import UserError
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
-from wsol.localization.pipeline import EVAL_TYPES, compute_maps, stream_safe
+from wsol.localization.pipeline import EVAL_TYPES, compute_maps, inference_streams
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 from wsol.metrics.inside import inside_outside_means
 from wsol.utils.precision import memory_format, precision_record
 from wsol.utils.prefetch import prefetch
-from wsol.utils.streams import ForwardStreams, resolve_streams
+from wsol.utils.streams import ForwardStreams
 
 
 class ShardSampler(Sampler[int]):
@@ -89,6 +89,7 @@ def evaluate(
     map_class: str = "gt",
     num_threads: int | None = None,
     streams: int | str = "auto",
+    chunk_size: int | str = "auto",
 ) -> dict:
     """Classification + localization metrics of ``method`` on the split behind ``loader``.
 
@@ -96,9 +97,11 @@ def evaluate(
     (``method.localization_masks``, B-CAM) instead of the score maps: a binary map gives the same
     box at every threshold, so BoxAcc is that mask's box accuracy.
 
-    ``streams`` (``eval.streams``): CPU inference streams for the forward pass and the maps
-    (:mod:`wsol.utils.streams`; ``auto``: one per intra-op thread on a CPU); the same numbers
-    as one call per batch. The count used is recorded as ``results["streams"]``.
+    ``streams`` / ``chunk_size`` (``eval.streams`` / ``eval.chunk_size``): CPU inference
+    streams for the forward pass and the maps, and the images per forward call
+    (:mod:`wsol.utils.streams`; ``auto``: one stream per intra-op thread and 4 images per call
+    on a CPU in bf16, one call elsewhere); the same numbers in bf16. Recorded as ``results["streams"]`` and
+    ``results["chunk_size"]``.
     """
     from tqdm import tqdm
 
@@ -116,7 +119,7 @@ def evaluate(
         raise UserError(f"eval: {exc}") from None
     amp, channels_last = precision["amp"], precision["channels_last"]
     try:
-        num_streams = resolve_streams(streams, device) if stream_safe(inner) else 1
+        num_streams, chunk = inference_streams(inner, streams, chunk_size, device, amp)
     except ValueError as exc:
         raise UserError(f"eval: {exc}") from None
     evaluator = LocalizationEvaluator(
@@ -130,7 +133,7 @@ def evaluate(
     source = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
     batches = tqdm(source, desc="eval", leave=False, unit="batch", total=len(loader),
                    disable=not (progress and is_main_process()))
-    with memory_format(inner, channels_last), ForwardStreams(num_streams) as forward_streams:
+    with memory_format(inner, channels_last), ForwardStreams(num_streams, chunk) as forward_streams:
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
@@ -173,4 +176,5 @@ def evaluate(
     results["normalization"] = normalization
     results["precision"] = precision
     results["streams"] = num_streams
+    results["chunk_size"] = chunk
     return results

@@ -44,7 +44,8 @@ def _eval_kwargs(config: dict, device: torch.device) -> dict:
                 cam_curve_interval=ev["cam_curve_interval"], iou_thresholds=ev["iou_thresholds"],
                 multi_contour=ev["multi_contour"], normalization=ev["normalization"],
                 amp=ev.get("amp", "auto"), channels_last=ev.get("channels_last", "auto"),
-                num_threads=ev.get("threads"), streams=ev.get("streams", "auto"))
+                num_threads=ev.get("threads"), streams=ev.get("streams", "auto"),
+                chunk_size=ev.get("chunk_size", "auto"))
 
 
 def evaluate_split(method, config: dict, split: str, device: torch.device, backbone,

@@ -30,7 +30,8 @@ from wsol.utils.precision import autocast_context
 from wsol.utils.streams import ForwardStreams
 
 __all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
-           "compute_maps", "localize", "maps_from_outputs", "model_device", "stream_safe"]
+           "compute_maps", "inference_streams", "localize", "maps_from_outputs", "model_device",
+           "stream_safe"]
 
 EVAL_TYPES = ("prob", "mask")
 
@@ -85,10 +86,10 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
         amp: mixed precision of the forward pass (:func:`wsol.utils.precision.autocast_context`:
             false, bf16, fp16, auto); maps are computed in float32 from the autocast features.
         stages: extra map stages to return as well (CREAM's ``maps_by_stage``).
-        streams: CPU inference streams (:mod:`wsol.utils.streams`): the batch is split into
-            that many chunks computed concurrently, each with one intra-op thread; the same
-            numbers as one call. Ignored (one call) off the CPU, for one image, and for
-            methods that are not :func:`stream_safe`.
+        streams: CPU inference streams (:mod:`wsol.utils.streams`): the forward pass runs in
+            chunks of ``streams.chunk_size`` images (default: one per stream), concurrently,
+            each on one intra-op thread; the maps are then computed on the whole batch here.
+            Ignored (one call) off the CPU and for methods that are not :func:`stream_safe`.
     """
     if eval_type not in EVAL_TYPES:
         raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
@@ -103,28 +104,62 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
 
     grad = torch.enable_grad if getattr(method, "maps_need_grad", False) else torch.no_grad
 
-    def run(chunk: tuple[Tensor, Tensor | None]) -> MapBatch:  # grad mode is per thread
+    def forward(x: Tensor) -> dict[str, Tensor]:  # grad mode and autocast are per thread
         with grad():
             with autocast_context(device, amp):
-                outputs = method(chunk[0])
-            outputs = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
-                       for k, v in outputs.items()}
-            return maps_from_outputs(method, outputs, chunk[1], size, normalization,
-                                     eval_type=eval_type, stages=stages)
+                outputs = method(x)
+            return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+                    for k, v in outputs.items()}
 
-    count = 1
+    batch = int(images.shape[0])
+    chunk = batch
     if streams is not None and device.type == "cpu" and stream_safe(method):
-        count = min(streams.count, int(images.shape[0]))
+        chunk = streams.chunk_size or -(-batch // streams.count)
     was_training = method.training
     method.eval()
     try:
-        if count <= 1:
-            return run((images, classes))
-        parts = list(zip(images.tensor_split(count),
-                         classes.tensor_split(count) if classes is not None else [None] * count))
-        return _concat(streams.map(run, parts))  # type: ignore[union-attr]
+        if chunk >= batch:
+            outputs = forward(images)
+        else:
+            # No chunk of one image (unless the batch is one): some float32 kernels take
+            # their matrix-vector path for a single row, with another summation order.
+            sizes = [chunk] * (batch // chunk) + ([batch % chunk] if batch % chunk else [])
+            if sizes[-1] == 1:
+                sizes[-2:] = [sizes[-2] + 1]
+            outputs = _concat_outputs(streams.map(forward, images.split(sizes)))  # type: ignore[union-attr]
+        # The maps of the whole batch, in this thread: what follows the forward pass (CREAM's
+        # EM, the upsampling) runs on the same batch as without streams.
+        with grad():
+            result = maps_from_outputs(method, outputs, classes, size, normalization,
+                                       eval_type=eval_type, stages=stages)
+        del outputs
+        return result
     finally:
         method.train(was_training)
+
+
+def _concat_outputs(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The forward outputs of consecutive chunks as those of one batch: every value is a
+    batch-first tensor (the method contract), concatenated along dim 0."""
+    out = {}
+    for key, first in parts[0].items():
+        if not torch.is_tensor(first) or first.ndim == 0:
+            raise TypeError(f"forward output {key!r} is not a batch-first tensor: the method "
+                            "cannot run in streams (set stream_safe = False on it)")
+        out[key] = torch.cat([p[key] for p in parts])
+    return out
+
+
+def inference_streams(method: torch.nn.Module, streams: int | str, chunk_size: int | str,
+                      device: torch.device | str, amp: object) -> tuple[int, int | None]:
+    """``(streams, chunk_size)`` for ``method`` on ``device`` with the resolved autocast
+    ``amp`` (:mod:`wsol.utils.streams`): one call (1, None) for a method that is not
+    :func:`stream_safe`. Raises ValueError naming a bad value."""
+    from wsol.utils.streams import resolve_chunk_size, resolve_streams
+
+    count = resolve_streams(streams, device, amp)
+    chunk = resolve_chunk_size(chunk_size, device, amp)
+    return (count, chunk) if stream_safe(method) else (1, None)
 
 
 def stream_safe(method: torch.nn.Module) -> bool:
@@ -135,13 +170,6 @@ def stream_safe(method: torch.nn.Module) -> bool:
     return (bool(getattr(method, "stream_safe", False))
             and bool(getattr(backbone, "stream_safe", True))
             and not getattr(method, "maps_need_grad", False))
-
-
-def _concat(parts: list[MapBatch]) -> MapBatch:
-    return MapBatch(maps=torch.cat([p.maps for p in parts]),
-                    logits=torch.cat([p.logits for p in parts]),
-                    classes=torch.cat([p.classes for p in parts]),
-                    stages={s: torch.cat([p.stages[s] for p in parts]) for s in parts[0].stages})
 
 
 def maps_from_outputs(method: torch.nn.Module, outputs: dict[str, Tensor],

@@ -1,29 +1,40 @@
-"""Inference streams: one batch split across CPU cores, one single-threaded forward per core.
+"""Inference streams and chunks: a CPU batch split into small forward calls, run one per core.
 
-On a CPU, torch parallelizes each operator over its intra-op (OpenMP) threads, and every
-operator ends at a barrier. A forward pass of a small network is hundreds of short operators,
-so when anything else needs a core (decoding the next batch, the box evaluator, the writer of
-``wsol localize``) or the host takes a virtual core away, the other threads wait at the next
-barrier. Running ``K`` chunks of the batch concurrently, each on a thread whose intra-op pool
-is one thread, has no barriers between cores: a preempted stream delays only itself.
+Two things slow a batch-32 forward pass on a small CPU:
 
-Numbers: in eval mode (BatchNorm on its running statistics) a forward pass computes each image
-independently of the others in its batch, so the chunk an image lands in changes nothing; each
-chunk runs on one intra-op thread, so streams give exactly the numbers of a one-thread run, on
-any number of cores. ``tests/test_streams.py`` checks both for every backbone and method. With
-bf16 autocast + channels_last (the default where the CPU has bf16) torch's multi-threaded call
-gives those same numbers too; in float32 + NCHW torch's 1x1 convolutions split their reduction
-by thread count, so a call on T threads can differ from one on 1 thread in the last bits
-(e.g. 1e-9 on a feature map), and streams give the one-thread numbers.
+- cache: one call runs every layer on all 32 images before the next layer, so the activations
+  stream through memory; calls of a few images keep them in cache (EfficientNet-Lite0 in bf16
+  + NHWC: 1.6x faster in calls of 4 than in one call of 32 on this machine, ResNet50 2x;
+  ``benchmarks/bench_chunks.py``);
+- barriers: torch parallelizes each operator over its intra-op (OpenMP) threads and ends it at
+  a barrier, so when anything else takes a core (decoding the next batch, the box evaluator,
+  the writer of ``wsol localize``, the host of a virtual machine) the other thread waits.
+  Streams run chunks concurrently, each on a thread whose intra-op pool is one thread: a
+  preempted stream delays only itself.
+
+Numbers. Only the forward pass runs in chunks; the maps (CREAM's EM, the upsampling, the
+normalization) are computed afterwards on the whole batch in the caller's thread, as without
+streams. In eval mode a forward pass computes each image on its own (BatchNorm on its running
+statistics), but a kernel may choose its summation order by batch size and thread count. With
+bf16 autocast + channels_last (what ``auto`` precision is on a CPU with native bf16) every
+backbone and method gives bit-identical outputs in any chunks on any number of streams, hence
+bit-identical maps, logits and classes (``tests/test_streams.py``). In float32 they do not:
+the linear head's matrix product and some convolutions sum in another order for other batch
+sizes or thread counts (differences around 1e-9; torch's float32 results already depend on the
+thread count). So ``auto`` turns streams and chunks on only on a CPU running bf16 autocast; in
+float32 a batch runs as one call unless ``streams`` / ``chunk_size`` are set explicitly.
 
 Only methods whose forward pass keeps no state on the module may run in streams
 (``WSOLMethod.stream_safe``; SPG's taps record a tensor per forward, gradient maps run a
-backward pass); the others run as one call.
+backward pass, adapted user models are unknown); the others run as one call.
 
-``streams`` values (``eval.streams``, :class:`wsol.Localizer`, :func:`wsol.engine.evaluate`):
-``auto`` (the default): on a CPU as many streams as the caller has intra-op threads, on other
-devices one; an integer ``K >= 1``: ``K`` streams on a CPU (1 = one call, torch's own
-threading).
+``streams`` (``eval.streams``, :class:`wsol.Localizer`, :func:`wsol.engine.evaluate`): ``auto``
+(the default): one stream per intra-op thread of the caller on a CPU in bf16, else one; an
+integer ``K >= 1``: ``K`` streams on a CPU (1: the caller's thread, torch's own threading).
+``chunk_size`` (``eval.chunk_size``): images per forward call; ``auto``: 4
+(:data:`AUTO_CHUNK`) on a CPU in bf16, else the whole batch. A batch of 32 then runs as 8
+calls of 4 spread over the streams (a last chunk of one image joins the one before it).
+Nothing of this applies off the CPU.
 """
 
 from __future__ import annotations
@@ -47,33 +58,69 @@ def check_streams(value: object, key: str) -> None:
     raise ValueError(f"{key} must be auto or an integer >= 1, got {value!r}")
 
 
-def resolve_streams(value: int | str, device: Any) -> int:
-    """The number of streams ``value`` means on ``device`` (a torch device or its name)."""
+#: Images per forward call with ``chunk_size: auto`` on a CPU in bf16 (see the module docstring).
+AUTO_CHUNK = 4
+
+
+def check_chunk_size(value: object, key: str) -> None:
+    """Raise ValueError naming ``key`` unless ``value`` is ``auto`` or an integer >= 1."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return
+    raise ValueError(f"{key} must be auto or an integer >= 1, got {value!r}")
+
+
+def _auto_applies(device: Any, amp: object) -> bool:
+    """Where ``auto`` turns streams and chunks on: a CPU running bf16 autocast, where they were
+    shown to keep every number (see the module docstring)."""
+    import torch
+
+    return torch.device(device).type == "cpu" and amp == "bf16"
+
+
+def resolve_chunk_size(value: int | str, device: Any, amp: object = "bf16") -> int | None:
+    """Images per forward call that ``value`` means on ``device`` with the resolved autocast
+    ``amp`` (False, ``bf16``, ``fp16``); None: the whole batch, what ``auto`` means except on
+    a CPU in bf16 (on a GPU one large call is what keeps it busy)."""
+    check_chunk_size(value, "chunk_size")
+    if value == "auto":
+        return AUTO_CHUNK if _auto_applies(device, amp) else None
+    return int(value)
+
+
+def resolve_streams(value: int | str, device: Any, amp: object = "bf16") -> int:
+    """The number of streams ``value`` means on ``device`` (a torch device or its name) with
+    the resolved autocast ``amp``: ``auto`` is one per intra-op thread on a CPU in bf16, else
+    one; off the CPU always one."""
     import torch
 
     check_streams(value, "streams")
     if torch.device(device).type != "cpu":
         return 1
     if value == "auto":
-        return max(1, torch.get_num_threads())
+        return max(1, torch.get_num_threads()) if _auto_applies(device, amp) else 1
     return int(value)
 
 
 class ForwardStreams:
     """``count`` worker threads, each with a one-thread intra-op pool, that run chunks of work
-    concurrently (:meth:`map`). Use as a context manager, or call :meth:`close`.
+    concurrently (:meth:`map`); with ``count=1`` the chunks run in the caller's thread, on its
+    intra-op threads. Use as a context manager, or call :meth:`close`.
 
     The workers are started and set to one intra-op thread before the constructor returns; the
     caller's own thread count (and the default that threads started later inherit) is then
     restored, so nothing outside the workers changes.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, chunk_size: int | None = None) -> None:
         import torch
 
         if count < 1:
             raise ValueError(f"streams must be >= 1, got {count}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.count = int(count)
+        #: Images per forward call (None: the batch split into ``count`` equal parts).
+        self.chunk_size = chunk_size
         self._queues: list[queue.SimpleQueue] = []
         self._threads: list[threading.Thread] = []
         if self.count == 1:
