@@ -14,8 +14,9 @@ share of the forward on a small CPU (benchmarks/README.md, "Pipelines").
   ``inside_outside_means`` of the parity maps with their GT boxes (what ``evaluate`` does in
   its own thread after each forward);
 - bare forward: EfficientNet-Lite0 (ImageNet weights, fresh 10-class head), batch 32 at 224,
-  fp32 and channels_last + bf16 (the ``auto`` default on a CPU with native bf16), wall ms per
-  image and core-ms (wall x torch threads).
+  fp32 and channels_last + bf16 (the ``auto`` default on a CPU with native bf16) in one call per
+  batch, and bf16 in the default streams and chunks (wsol.utils.streams), wall ms per image and
+  core-ms (wall x torch threads).
 
 Best of ``--reps``; writes benchmarks/results/host_costs.json.
 """
@@ -130,21 +131,33 @@ def main() -> None:
                                                                gts[lo:lo + 32])
                                           for lo in range(0, len(ids), 32)], len(ids), args.reps)
 
+    from wsol.localization.pipeline import inference_streams
+    from wsol.utils.streams import ForwardStreams
+
     batch = torch.stack([dataset[i]["image"] for i in range(64)])
     forward = {}
-    for name, amp, cl in (("fp32", False, False), ("channels_last+bf16", "bf16", True)):
+    cpu = torch.device("cpu")
+    layouts = (("fp32", False, False, (1, None)), ("channels_last+bf16", "bf16", True, (1, None)),
+               ("channels_last+bf16_default_layout", "bf16", True,
+                inference_streams(method, "auto", "auto", cpu, "bf16")))
+    for name, amp, cl, (count, chunk) in layouts:
         x = batch.contiguous(memory_format=torch.channels_last) if cl else batch
         if cl:
             method.to(memory_format=torch.channels_last)
 
-        def run(x=x, amp=amp):
-            with torch.no_grad(), autocast_context(torch.device("cpu"), amp):
-                for part in x.split(32):
-                    method(part)
+        def one(part, amp=amp):
+            with torch.no_grad(), autocast_context(cpu, amp):
+                method(part)
 
-        run()  # warm-up (oneDNN kernels)
-        wall = best_ms(run, len(batch), args.reps)
-        forward[name] = {"wall_ms": wall, "core_ms": wall * torch.get_num_threads()}
+        with ForwardStreams(count) as pool:
+            def run(x=x, pool=pool, chunk=chunk):
+                for part in x.split(32):
+                    pool.map(one, part.split(chunk or 32))
+
+            run()  # warm-up (oneDNN kernels)
+            wall = best_ms(run, len(batch), args.reps)
+        forward[name] = {"wall_ms": wall, "core_ms": wall * torch.get_num_threads(),
+                         "streams": count, "chunk_size": chunk}
         method.to(memory_format=torch.contiguous_format)
     out["bare_forward"] = forward
     host = (out["decode_transform_ms"] + out["box_evaluator_ms"]["component_tree"]

@@ -32,7 +32,7 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 on a CPU with native bf16, float32 elsewhere; one inference stream per intra-op thread); what
 it resolved to is recorded. ``default_one_call`` is the same with ``streams=1`` and one call
 per batch (torch's own threading, the engine before streams and chunks); ``fp32_streams`` is
-float32 with streams and chunks set explicitly (``auto`` keeps one call in float32: its numbers
+float32 with 2 streams and chunks of 4 set explicitly (``auto`` keeps one call in float32: its numbers
 can differ in the last bits, and the MaxBoxAccV2 column shows whether the metric moved). The
 four precision modes run at the default (``auto``) streams and chunks.
 
@@ -62,8 +62,7 @@ MODES = {"fp32": (False, False, "auto", "auto"), "channels_last": (False, True, 
 #: The engine's default (``auto``), resolved on this machine (wsol.utils.precision, streams).
 DEFAULT = ("auto", "auto", "auto", "auto")
 WHOLE = 1_000_000  # a chunk size no batch reaches: one call per batch
-EXTRA = {"default_one_call": ("auto", "auto", 1, WHOLE), "fp32_streams": (False, False, "auto",
-                                                                           4)}
+EXTRA = {"default_one_call": ("auto", "auto", 1, WHOLE), "fp32_streams": (False, False, 2, 4)}
 
 
 def base_config(metadata: Path, checkpoint: Path | None) -> dict:

@@ -3,9 +3,11 @@
 Two things slow a batch-32 forward pass on a small CPU:
 
 - cache: one call runs every layer on all 32 images before the next layer, so the activations
-  stream through memory; calls of a few images keep them in cache (EfficientNet-Lite0 in bf16
-  + NHWC: 1.6x faster in calls of 4 than in one call of 32 on this machine, ResNet50 2x;
-  ``benchmarks/bench_chunks.py``);
+  stream through memory; calls of a few images keep them in cache (``chunks.json``, one run of
+  ``benchmarks/bench_chunks.py`` on this 2-core VM, bf16 + NHWC: EfficientNet-Lite0 155 img/s
+  in calls of 4 over 2 streams vs 75 in one call of 32, ResNet50 44 vs 28). How much this
+  gains depends on what else shares the caches: in a later, quieter run (``pipeline.json``)
+  one call of 32 was as fast;
 - barriers: torch parallelizes each operator over its intra-op (OpenMP) threads and ends it at
   a barrier, so when anything else takes a core (decoding the next batch, the box evaluator,
   the writer of ``wsol localize``, the host of a virtual machine) the other thread waits.
