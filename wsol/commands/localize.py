@@ -199,8 +199,11 @@ def _write_image_outputs(out_dir: Path, name: str, image, score_map, box: list[i
     if not ok:  # pragma: no cover - cv2 failure
         raise RuntimeError(f"could not encode the overlay of {name}")
     files = {"overlay": f"overlays/{name}.png", "map": f"maps/{name}.npy"}
-    atomic_write(out_dir / files["overlay"], lambda f: f.write(png.tobytes()))
-    atomic_write(out_dir / files["map"], lambda f: np.save(f, full.astype(np.float16)))
+    # Renamed into place (never partial), not fsynced one by one: boxes.json and manifest.json,
+    # written last, are the durable record of the run.
+    atomic_write(out_dir / files["overlay"], lambda f: f.write(png.tobytes()), durable=False)
+    atomic_write(out_dir / files["map"], lambda f: np.save(f, full.astype(np.float16)),
+                 durable=False)
     return files
 
 

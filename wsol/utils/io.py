@@ -20,8 +20,13 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``writer(fileobj)`` on a temporary file next to ``path`` and rename it into place."""
+def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], None], *,
+                 durable: bool = True) -> Path:
+    """Call ``writer(fileobj)`` on a temporary file next to ``path`` and rename it into place.
+
+    ``path`` never holds a partial file, whatever happens to the process. ``durable`` also
+    flushes the file to the disk before the rename (``fsync``), so that it survives a crash of
+    the machine; per-image outputs that are rewritten by rerunning (overlays) skip it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,7 +34,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:

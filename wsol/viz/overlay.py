@@ -91,8 +91,15 @@ def overlay_map(image: np.ndarray, score_map: np.ndarray, alpha: float = 0.7, *,
     heat = colorize_map(score_map, colormap).astype(np.float32)
     a = (alpha * score_map if weighting == "map" else np.full((h, w), alpha, np.float32))
     a = a.astype(np.float32)[:, :, None]
-    out = (1.0 - a) * image.astype(np.float32) + a * heat
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    # (1 - a) * image + a * heat, rounded and clipped: the same float32 operations in place
+    # (no image-sized temporaries: each one costs its page faults on a large photo)
+    out = image.astype(np.float32)
+    out *= 1.0 - a
+    heat *= a
+    out += heat
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def _box_ints(box: Sequence[float]) -> tuple[int, int, int, int]:
