@@ -32,8 +32,8 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 on a CPU with native bf16, float32 elsewhere; one inference stream per intra-op thread); what
 it resolved to is recorded. ``default_one_call`` is the same with ``streams=1`` and one call
 per batch (torch's own threading, the engine before streams and chunks); ``fp32_streams`` is
-float32 with 2 streams and chunks of 4 set explicitly (``auto`` keeps one call in float32: its numbers
-can differ in the last bits, and the MaxBoxAccV2 column shows whether the metric moved). The
+float32 with 2 streams and chunks of 4 set explicitly (``auto`` keeps one call in float32: its
+numbers can differ in the last bits, and the MaxBoxAccV2 column shows whether the metric moved). The
 four precision modes run at the default (``auto``) streams and chunks.
 
 Modes alternate inside each repetition (fp32, channels_last, bf16, channels_last + bf16) so a

@@ -1,5 +1,6 @@
-"""The compiled helpers (component tree, score histograms, bilinear resize) are optional in setup.py (an install without a C compiler
-still works), so a build that broke would pass silently: this catches that."""
+"""The compiled helpers (component tree, score histograms, bilinear resize) are optional in
+setup.py (an install without a C compiler still works), so a build that broke would pass
+silently: this catches that."""
 
 from __future__ import annotations
 

@@ -92,8 +92,8 @@ DEFAULTS: dict[str, Any] = {
         "amp": "auto",  # auto | false | bf16 | fp16 | true (= bf16): the evaluation forward
         "channels_last": "auto",  # auto | true | false: NHWC for the evaluation forward
         "threads": None,  # box-counting threads (null: min(4, cores)); overlap the next forward
-        "streams": "auto",  # auto | N: CPU inference streams (wsol.utils.streams); same numbers
-        "chunk_size": "auto",  # auto | N: images per forward call (auto: 4 on a CPU, the batch else)
+        "streams": "auto",  # auto | N: CPU inference streams (wsol.utils.streams)
+        "chunk_size": "auto",  # auto | N: images per forward call (auto: 4 on a CPU in bf16)
     },
 }
 

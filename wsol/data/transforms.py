@@ -11,7 +11,8 @@ Eval (method-spec §4 "test images resized to 224x224, no crop")::
 with ``to_tensor`` mapping uint8 RGB to float in [0, 1], ``(3, H, W)``, and
 ``normalize(x)_k = (x_k - mean_k) / std_k`` using the backbone's ``input_mean`` / ``input_std``.
 Resizing is PIL bilinear (what torchvision's ``Resize`` does on PIL images, antialiased when
-shrinking; computed with PIL's exact numbers by :mod:`wsol.data.resample`); a square target is used because wsolevaluation resizes to a square, which is also
+shrinking; computed with PIL's exact numbers by :mod:`wsol.data.resample`); a square target
+is used because wsolevaluation resizes to a square, which is also
 what makes ``int(x * S / W)`` the right box rescaling.
 
 All randomness (crop offset, flip) is drawn from torch's global RNG, so ``torch.manual_seed``

@@ -98,9 +98,9 @@ def evaluate(
     box at every threshold, so BoxAcc is that mask's box accuracy.
 
     ``streams`` / ``chunk_size`` (``eval.streams`` / ``eval.chunk_size``): CPU inference
-    streams for the forward pass and the maps, and the images per forward call
-    (:mod:`wsol.utils.streams`; ``auto``: one stream per intra-op thread and 4 images per call
-    on a CPU in bf16, one call elsewhere); the same numbers in bf16. Recorded as ``results["streams"]`` and
+    streams for the forward pass and the images per forward call (:mod:`wsol.utils.streams`;
+    ``auto``: one stream per intra-op thread and 4 images per call on a CPU in bf16, where the
+    numbers stay the same; one call elsewhere). Recorded as ``results["streams"]`` and
     ``results["chunk_size"]``.
     """
     from tqdm import tqdm

@@ -126,7 +126,8 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
             sizes = [chunk] * (batch // chunk) + ([batch % chunk] if batch % chunk else [])
             if sizes[-1] == 1:
                 sizes[-2:] = [sizes[-2] + 1]
-            outputs = _concat_outputs(streams.map(forward, images.split(sizes)))  # type: ignore[union-attr]
+            assert streams is not None
+            outputs = _concat_outputs(streams.map(forward, images.split(sizes)))
         # The maps of the whole batch, in this thread: what follows the forward pass (CREAM's
         # EM, the upsampling) runs on the same batch as without streams.
         with grad():
