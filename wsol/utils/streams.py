@@ -54,21 +54,17 @@ _STOP = object()
 
 
 def check_streams(value: object, key: str) -> None:
-    """Raise ValueError naming ``key`` unless ``value`` is ``auto`` or an integer >= 1."""
+    """Raise ValueError naming ``key`` unless ``value`` is ``auto`` or an integer >= 1 (the
+    values of ``streams`` and of ``chunk_size``)."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return
     raise ValueError(f"{key} must be auto or an integer >= 1, got {value!r}")
 
+
+check_chunk_size = check_streams  # the same values: auto or an integer >= 1
 
 #: Images per forward call with ``chunk_size: auto`` on a CPU in bf16 (see the module docstring).
 AUTO_CHUNK = 4
-
-
-def check_chunk_size(value: object, key: str) -> None:
-    """Raise ValueError naming ``key`` unless ``value`` is ``auto`` or an integer >= 1."""
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return
-    raise ValueError(f"{key} must be auto or an integer >= 1, got {value!r}")
 
 
 def _auto_applies(device: Any, amp: object) -> bool:
