@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,15 +22,31 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block, restored after it."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy shared CPU."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads, whatever the machine has (streams and thread-count checks)."""
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tests.conftest import shared_path
+from tests.conftest import shared_path, torch_threads
 from wsol.models import PretrainedWeightsError, create_model, list_models
 from wsol.models.efficientnet import Conv2dSame
 from wsol.models.vgg import TORCHVISION_CONV_INDICES
@@ -31,10 +31,8 @@ NEW_LAYERS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")

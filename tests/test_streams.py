@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import tiny_overrides, torch_threads
 
 from wsol.config import load_config
 from wsol.errors import ConfigError, UserError
@@ -17,14 +17,6 @@ from wsol.models import create_model
 from wsol.utils.precision import cpu_has_native_bf16
 from wsol.utils.streams import (ForwardStreams, check_streams, resolve_chunk_size,
                                 resolve_streams)
-
-
-@pytest.fixture
-def two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_workers_run_one_intra_op_thread_and_the_caller_keeps_its_own(two_threads):
@@ -114,11 +106,8 @@ def _variants(method, images, classes, amp, channels_last, stages=()):
                             streams=streams)
 
     out = {"two threads": maps()}
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         out["one thread"] = maps()
-    finally:
-        torch.set_num_threads(2)
     for count, chunk in LAYOUTS:
         with ForwardStreams(count, chunk) as streams:
             out[(count, chunk)] = maps(streams)

@@ -135,10 +135,11 @@ def _columns(rows: Sequence[ResultRow], device: str, notes: list[str]) -> list[_
 
 
 def _load_display(root: Path, ids: Sequence[str], size: int):
-    from wsol.data.transforms import load_image, resize
+    from wsol.data.resample import resize_array
+    from wsol.data.transforms import load_image
 
-    originals = [load_image(root / i) for i in ids]
-    return originals, [np.asarray(resize(img, size)) for img in originals]
+    originals = [load_image(root / i) for i in ids]  # RGB: resize_array gives resize()'s pixels
+    return originals, [resize_array(img, (size, size)) for img in originals]
 
 
 def _gt_boxes(meta, ids: Sequence[str], originals, size: int) -> list[np.ndarray]:
