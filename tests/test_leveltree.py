@@ -217,3 +217,24 @@ def test_threshold_ious_equal_opencv_for_any_sweep(thresholds):
         v1, v2 = level_contours(img, levels).best_iou(gt)
         assert np.array_equal(got[1], v2[index])
         assert np.array_equal(got[0][:, None] >= CUTS, v1[index][:, None] >= CUTS)
+
+
+def test_maps_longer_than_the_helper_takes_are_traced_with_opencv():
+    """The helper keeps 16-bit boxes: it refuses a side over MAX_SIDE by name, and the
+    accumulator traces such maps with OpenCV instead (the same counts as without the helper)."""
+    side = leveltree.MAX_SIDE + 1
+    rng = np.random.default_rng(5)
+    maps = np.clip(_blobs(rng, 2, 64, 3), 0, 1)
+    maps = np.repeat(maps, -(-side // 64), axis=1)[None, :, :side]  # (1, 2, 65536)
+    gts = [np.array([[100, 0, 30000, 1]])]
+    with pytest.raises(ValueError, match="at most 65535 a side"):
+        leveltree.threshold_best_ious((maps * 255).astype(np.uint8),
+                                      leveltree.threshold_table([0.5]), gts, CUTS)
+    assert not leveltree.fits(maps.shape) and leveltree.fits((3, 65535, 2))
+    thresholds = np.arange(0, 1, 0.01)
+    counts = []
+    for tree in (True, False):
+        acc = BoxAccumulator(thresholds, num_threads=1, component_tree=tree)
+        acc.update(maps, gts)
+        counts.append(acc.num_correct)
+    assert np.array_equal(*counts)

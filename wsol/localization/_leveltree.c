@@ -47,14 +47,19 @@
 #include <pthread.h>
 #endif
 
-/* Per pixel: its parent (a dense array, read for every neighbour of every pixel) and the rest
- * of its set's data together (read only at merges and snapshots, one cache line per visit). */
+/* Per pixel: its parent (a dense array, read for every neighbour of every pixel) and, for the
+ * pixels that are the root of a set, the set's data (16 bytes: coordinates fit 16 bits, maps
+ * are at most MAX_SIDE pixels a side). A pixel that joins an existing set never writes its own
+ * node: only the pixels that start a set do. */
+#define MAX_SIDE 65535
+
 typedef struct {
-    int32_t size;
     int32_t inner;         /* interior pixels (foreground pass) */
-    int32_t x0, y0, x1, y1;
+    uint16_t x0, y0, x1, y1;
+    uint8_t rank;          /* union by rank */
     uint8_t edge;          /* touches the image edge (background pass) */
     uint8_t dirty;         /* box changed since its IoU was computed */
+    uint8_t pad;
 } Node;
 
 typedef struct {
@@ -67,10 +72,18 @@ typedef struct {
 
 typedef struct {
     Forest f;
-    int32_t *order, *ox, *oy;   /* pixels sorted by value, with their coordinates */
+    int32_t *order, *oxy;       /* pixels sorted by value, with their coordinates y << 16 | x */
     int32_t *order_e;           /* pixels sorted by erosion value */
     uint8_t *erosion, *rowmin;
 } Work;
+
+/* Index of the lowest set bit of a nonzero mask. */
+#if defined(_MSC_VER)
+#include <intrin.h>
+static inline int lowest_bit(unsigned m) { unsigned long i; _BitScanForward(&i, m); return (int)i; }
+#else
+static inline int lowest_bit(unsigned m) { return __builtin_ctz(m); }
+#endif
 
 static int32_t find_root(int32_t *parent, int32_t p) {
     int32_t r = p;
@@ -82,9 +95,9 @@ static int32_t find_root(int32_t *parent, int32_t p) {
 /* Merge the sets of roots ra != rb; returns the new root. */
 static int32_t merge_sets(int32_t *parent, Node *node, int32_t ra, int32_t rb) {
     Node *a = node + ra, *b = node + rb;
-    if (a->size < b->size) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
+    if (a->rank < b->rank) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
     parent[rb] = ra;
-    a->size += b->size;
+    if (a->rank == b->rank) a->rank++;
     a->inner += b->inner;
     if (b->x0 < a->x0) a->x0 = b->x0;
     if (b->y0 < a->y0) a->y0 = b->y0;
@@ -114,7 +127,7 @@ static double best_iou(int64_t bx0, int64_t by0, int64_t bx1, int64_t by1,
 
 static void work_free(Work *wk) {
     free(wk->f.parent); free(wk->f.node); free(wk->f.iou); free(wk->f.roots);
-    free(wk->order); free(wk->ox); free(wk->oy); free(wk->order_e); free(wk->erosion);
+    free(wk->order); free(wk->oxy); free(wk->order_e); free(wk->erosion);
     free(wk->rowmin);
 }
 
@@ -127,12 +140,11 @@ static int work_alloc(Work *wk, Py_ssize_t n) {
     f->iou = malloc(n * sizeof(double));
     f->roots = malloc(n * sizeof(int32_t));
     wk->order = malloc(n * sizeof(int32_t));
-    wk->ox = malloc(n * sizeof(int32_t));
-    wk->oy = malloc(n * sizeof(int32_t));
+    wk->oxy = malloc(n * sizeof(int32_t));
     wk->order_e = malloc(n * sizeof(int32_t));
     wk->erosion = malloc(n);
     wk->rowmin = malloc(n);
-    if (!f->parent || !f->node || !f->iou || !f->roots || !wk->order || !wk->ox || !wk->oy || !wk->order_e
+    if (!f->parent || !f->node || !f->iou || !f->roots || !wk->order || !wk->oxy || !wk->order_e
         || !wk->erosion || !wk->rowmin) {
         work_free(wk);
         memset(wk, 0, sizeof(*wk));
@@ -141,7 +153,7 @@ static int work_alloc(Work *wk, Py_ssize_t n) {
     return 0;
 }
 
-/* Workspaces are kept per thread between calls (up to CACHED_PIXELS pixels): allocating ~60
+/* Workspaces are kept per thread between calls (up to CACHED_PIXELS pixels): allocating ~40
  * bytes per pixel afresh for every map costs page faults comparable to the work itself. A
  * thread's workspace is freed when the thread exits. */
 #define CACHED_PIXELS ((Py_ssize_t)1 << 22)
@@ -213,69 +225,91 @@ static int for_each_map(Py_ssize_t n, Py_ssize_t b, MapFn fn, void *ctx) {
     return rc;
 }
 
-/* Add pixel p = (x, y) as a singleton set. */
-static void add_pixel(Forest *f, int32_t p, int32_t x, int32_t y, uint8_t edge) {
-    Node *q = f->node + p;
-    f->parent[p] = p;
-    q->size = 1;
-    q->inner = 0;
-    q->x0 = q->x1 = x;
-    q->y0 = q->y1 = y;
-    q->edge = edge;
-    q->dirty = 1;
-    f->roots[f->n_roots++] = p;
+/* Add pixel p = (x, y) to the root rp of the set it joins (rp < 0: none, p starts a set). */
+static int32_t attach_pixel(Forest *f, int32_t p, int32_t rp, int32_t x, int32_t y,
+                            uint8_t edge) {
+    if (rp < 0) {
+        Node *q = f->node + p;
+        f->parent[p] = p;
+        q->inner = 0;
+        q->x0 = q->x1 = (uint16_t)x;
+        q->y0 = q->y1 = (uint16_t)y;
+        q->rank = 0;
+        q->edge = edge;
+        q->dirty = 1;
+        f->roots[f->n_roots++] = p;
+        return p;
+    }
+    Node *r = f->node + rp;
+    f->parent[p] = rp;
+    if (r->rank == 0) r->rank = 1;
+    if (x < r->x0) r->x0 = (uint16_t)x;
+    if (x > r->x1) r->x1 = (uint16_t)x;
+    if (y < r->y0) r->y0 = (uint16_t)y;
+    if (y > r->y1) r->y1 = (uint16_t)y;
+    r->edge |= edge;
+    r->dirty = 1;
+    return rp;
 }
 
-/* Join pixel p (just added, its set's root rp) with its added neighbours at the given offsets;
- * the offsets are checked against the image only when p is on its edge. */
-static void join_neighbours(int32_t *parent, Node *node, int32_t p, int32_t x, int32_t y, Py_ssize_t w,
-                            Py_ssize_t h, const int *dx, const int *dy, int n_off) {
-    int32_t rp = p;
-    int inside = x > 0 && y > 0 && x + 1 < w && y + 1 < h;
-    for (int d = 0; d < n_off; d++) {
-        if (!inside) {
-            int32_t nx = x + dx[d], ny = y + dy[d];
-            if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
-        }
-        int32_t q = p + dy[d] * (int32_t)w + dx[d];
-        if (parent[q] < 0) continue;
-        int32_t rq = find_root(parent, q);
-        if (rq != rp) rp = merge_sets(parent, node, rp, rq);
+/* Add pixel p = (x, y) to the 4-connected background forest, joining its added neighbours. */
+static void add_pixel4(Forest *f, int32_t p, int32_t x, int32_t y, Py_ssize_t w, Py_ssize_t h) {
+    int32_t *parent = f->parent;
+    const int32_t off[4] = {-(int32_t)w, -1, 1, (int32_t)w};
+    unsigned mask;
+    if (x > 0 && y > 0 && x + 1 < w && y + 1 < h) {
+        mask = (unsigned)(parent[p - w] >= 0) | (unsigned)(parent[p - 1] >= 0) << 1
+               | (unsigned)(parent[p + 1] >= 0) << 2 | (unsigned)(parent[p + w] >= 0) << 3;
+    } else {
+        mask = (unsigned)(y > 0 && parent[p - w] >= 0) | (unsigned)(x > 0 && parent[p - 1] >= 0) << 1
+               | (unsigned)(x + 1 < w && parent[p + 1] >= 0) << 2
+               | (unsigned)(y + 1 < h && parent[p + w] >= 0) << 3;
+    }
+    uint8_t edge = x == 0 || y == 0 || x == w - 1 || y == h - 1;
+    if (!mask) {
+        attach_pixel(f, p, -1, x, y, edge);
+        return;
+    }
+    int32_t rp = attach_pixel(f, p, find_root(parent, p + off[lowest_bit(mask)]), x, y, edge);
+    for (mask &= mask - 1; mask; mask &= mask - 1) {
+        int32_t rq = find_root(parent, p + off[lowest_bit(mask)]);
+        if (rq != rp) rp = merge_sets(parent, f->node, rp, rq);
     }
 }
 
-/* The 8-connected case: the neighbours in ring order (NW, N, NE, E, SE, S, SW, W) are each
- * 8-adjacent to the next, so a run of added neighbours along the ring is already one set (they
- * were joined when the later of them was added): one find per run instead of one per neighbour. */
-static void join_ring8(int32_t *parent, Node *node, int32_t p, int32_t x, int32_t y,
-                       Py_ssize_t w, Py_ssize_t h) {
+/* Add pixel p = (x, y) to the 8-connected foreground forest. The neighbours in ring order (NW,
+ * N, NE, E, SE, S, SW, W) are each 8-adjacent to the next, so a run of added neighbours along
+ * the ring is already one set (they were joined when the later of them was added): one find per
+ * run instead of one per neighbour. The added neighbours are a bit mask; the runs start at the
+ * bits whose predecessor on the ring is clear. */
+static void add_pixel8(Forest *f, int32_t p, int32_t x, int32_t y, Py_ssize_t w, Py_ssize_t h) {
     static const int rx[8] = {-1, 0, 1, 1, 1, 0, -1, -1}, ry[8] = {-1, -1, -1, 0, 1, 1, 1, 0};
-    int32_t q[8];
-    int in[8];
-    int inside = x > 0 && y > 0 && x + 1 < w && y + 1 < h;
-    int any = 0;
-    for (int d = 0; d < 8; d++) {
-        q[d] = p + ry[d] * (int32_t)w + rx[d];
-        if (inside) {
-            in[d] = parent[q[d]] >= 0;
-        } else {
+    int32_t *parent = f->parent;
+    const int32_t wi = (int32_t)w;
+    const int32_t off[8] = {-wi - 1, -wi, -wi + 1, 1, wi + 1, wi, wi - 1, -1};
+    unsigned mask = 0;
+    if (x > 0 && y > 0 && x + 1 < w && y + 1 < h) {
+        for (int d = 0; d < 8; d++) mask |= (unsigned)(parent[p + off[d]] >= 0) << d;
+    } else {
+        for (int d = 0; d < 8; d++) {
             int32_t nx = x + rx[d], ny = y + ry[d];
-            in[d] = nx >= 0 && ny >= 0 && nx < w && ny < h && parent[q[d]] >= 0;
+            mask |= (unsigned)(nx >= 0 && ny >= 0 && nx < w && ny < h && parent[p + off[d]] >= 0)
+                    << d;
         }
-        any |= in[d];
     }
-    if (!any) return;
-    int32_t rp = p;
-    int started = 0;
-    for (int d = 0; d < 8; d++) {
-        if (!in[d] || in[(d + 7) & 7]) continue;  /* not the start of a run */
-        started = 1;
-        int32_t rq = find_root(parent, q[d]);
-        if (rq != rp) rp = merge_sets(parent, node, rp, rq);
+    if (!mask) {
+        attach_pixel(f, p, -1, x, y, 0);
+        return;
     }
-    if (!started) {  /* all eight added: one run around the whole ring */
-        int32_t rq = find_root(parent, q[0]);
-        if (rq != rp) merge_sets(parent, node, rp, rq);
+    unsigned starts = mask & ~((mask << 1 | mask >> 7) & 0xffu);
+    if (!starts) {  /* all eight added: one run around the whole ring */
+        attach_pixel(f, p, find_root(parent, p + off[0]), x, y, 0);
+        return;
+    }
+    int32_t rp = attach_pixel(f, p, find_root(parent, p + off[lowest_bit(starts)]), x, y, 0);
+    for (starts &= starts - 1; starts; starts &= starts - 1) {
+        int32_t rq = find_root(parent, p + off[lowest_bit(starts)]);
+        if (rq != rp) rp = merge_sets(parent, f->node, rp, rq);
     }
 }
 
@@ -324,28 +358,23 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
             for (int32_t x = 0; x < (int32_t)w; x++, i++) {
                 Py_ssize_t at = pos[img[i]]++;
                 wk->order[at] = (int32_t)i;
-                wk->ox[at] = x;
-                wk->oy[at] = y;
+                wk->oxy[at] = y << 16 | x;
                 wk->order_e[pos_e[wk->erosion[i]]++] = (int32_t)i;
             }
     }
-    static const int dx4[4] = {0, -1, 1, 0}, dy4[4] = {-1, 0, 0, 1};
     double *fg_max = out, *fg_min = out + stride, *hole_max = out + 2 * stride;
     double *v1_max = out + 3 * stride, *v1_min = out + 4 * stride;
 
     /* Foreground: levels from the top down; pixels > L_k join before the snapshot of k. */
-    for (Py_ssize_t i = 0; i < n; i++) f->parent[i] = -1;
+    memset(f->parent, 0xff, (size_t)n * sizeof(int32_t));  /* -1: not added */
     f->n_roots = 0;
     int v_next = 255;    /* pixels with value > v_next are in */
     int e_next = 255;    /* pixels with erosion > e_next are counted as interior */
     for (Py_ssize_t k = n_levels - 1; k >= 0; k--) {
         int64_t lv = levels[k];
         for (; v_next > lv && v_next >= 0; v_next--) {
-            for (Py_ssize_t i = start[v_next]; i < start[v_next + 1]; i++) {
-                int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
-                add_pixel(f, p, x, y, 0);
-                join_ring8(f->parent, f->node, p, x, y, w, h);
-            }
+            for (Py_ssize_t i = start[v_next]; i < start[v_next + 1]; i++)
+                add_pixel8(f, wk->order[i], wk->oxy[i] & 0xffff, wk->oxy[i] >> 16, w, h);
         }
         /* erosion <= img, so a pixel counted here has joined above; value 0 never counts */
         for (; e_next > lv && e_next >= 1; e_next--)
@@ -385,18 +414,15 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
     }
 
     /* Background (holes): levels from the bottom up; pixels <= L_k join before snapshot k. */
-    for (Py_ssize_t i = 0; i < n; i++) f->parent[i] = -1;
+    memset(f->parent, 0xff, (size_t)n * sizeof(int32_t));
     f->n_roots = 0;
     int v_in = -1;  /* pixels with value <= v_in are in */
     for (Py_ssize_t k = 0; k < n_levels; k++) {
         int64_t lv = levels[k] < 255 ? levels[k] : 255;
         while (v_in < lv) {
             v_in++;
-            for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++) {
-                int32_t p = wk->order[i], x = wk->ox[i], y = wk->oy[i];
-                add_pixel(f, p, x, y, (x == 0 || y == 0 || x == w - 1 || y == h - 1));
-                join_neighbours(f->parent, f->node, p, x, y, w, h, dx4, dy4, 4);
-            }
+            for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++)
+                add_pixel4(f, wk->order[i], wk->oxy[i] & 0xffff, wk->oxy[i] >> 16, w, h);
         }
         double mx = -1.0;
         Py_ssize_t kept = 0;
@@ -465,8 +491,8 @@ static PyObject *level_ious(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     Py_ssize_t n_levels = levels.len / 8, n_gt = gt.len / 32;
     int rc = 0;
-    if (b < 0 || h <= 0 || w <= 0 || h * w > INT32_MAX / 2) {
-        PyErr_SetString(PyExc_ValueError, "level_ious: bad map size");
+    if (b < 0 || h <= 0 || w <= 0 || h > MAX_SIDE || w > MAX_SIDE || h * w > INT32_MAX / 2) {
+        PyErr_SetString(PyExc_ValueError, "level_ious: bad map size (at most 65535 a side)");
         goto done;
     }
     if (check_buffer(&img, 1, b * h * w, "imgs") || check_buffer(&levels, 8, n_levels, "levels")
@@ -573,8 +599,9 @@ static PyObject *threshold_ious(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     Py_ssize_t n_gt = gt.len / 32;
     int rc = 0;
-    if (b < 0 || h <= 0 || w <= 0 || h * w > INT32_MAX / 2 || n_thr < 0) {
-        PyErr_SetString(PyExc_ValueError, "threshold_ious: bad map size");
+    if (b < 0 || h <= 0 || w <= 0 || h > MAX_SIDE || w > MAX_SIDE || h * w > INT32_MAX / 2
+        || n_thr < 0) {
+        PyErr_SetString(PyExc_ValueError, "threshold_ious: bad map size (at most 65535 a side)");
         goto done;
     }
     if (check_buffer(&img, 1, b * h * w, "imgs")

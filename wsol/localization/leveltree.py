@@ -56,6 +56,16 @@ except ImportError:  # built as an optional extension
     _leveltree = None
 
 
+#: The longest map side the compiled helper takes (its boxes are 16-bit); longer maps are
+#: traced with OpenCV (:func:`fits`).
+MAX_SIDE = 65535
+
+
+def fits(shape: Sequence[int]) -> bool:
+    """Whether maps of ``shape`` (..., H, W) are within the compiled helper's :data:`MAX_SIDE`."""
+    return max(int(shape[-2]), int(shape[-1])) <= MAX_SIDE
+
+
 def available() -> bool:
     """Whether the compiled component-tree helper is installed."""
     return _leveltree is not None

@@ -68,7 +68,8 @@ class BoxAccumulator(CountAccumulator):
             value.
         component_tree: count from one component tree per map (the compiled helper of
             :mod:`wsol.localization.leveltree`) instead of tracing every level with OpenCV; None
-            (default) uses it when it is built. Same counts either way.
+            (default) uses it when it is built. Same counts either way. Maps longer than
+            ``leveltree.MAX_SIDE`` pixels a side are traced with OpenCV.
 
     Count tensors (int64): ``num_images ()``, ``num_correct (2, D, T)``, ``num_classified (2,)``
     (images with top-1 / top-5 information), ``top1_correct`` and ``top5_correct (2, D, T)``,
@@ -261,7 +262,8 @@ def _count_images(images: np.ndarray, gts: Sequence[np.ndarray],
                   iou_cut: np.ndarray, table: np.ndarray | None) -> dict[str, np.ndarray]:
     """Partial counts of a chunk of images (runs in the pool): ``num_correct``,
     ``top1_correct``, ``top5_correct``, each ``(2, D, T)`` int64."""
-    if table is not None:  # one component tree per map, the same counts (see leveltree's doc)
+    if table is not None and leveltree.fits(images.shape):  # one component tree per map: the
+        # same counts (see leveltree's doc)
         best = leveltree.threshold_best_ious(images, table, gts, iou_cut)
         correct = best[:, :, None, :] >= iou_cut[None, None]
     else:
