@@ -168,6 +168,41 @@ def test_contour_area_bounds_hold_for_every_outer_contour():
     assert checked > 1000
 
 
+def test_contour_area_is_at_most_the_pixel_count_without_holes():
+    """The bound used at levels without holes: every outer contourArea <= its component's pixel
+    count, on random binary images whose holes are filled in (and it fails with holes: the
+    bound needs the condition)."""
+    import cv2
+    rng = np.random.default_rng(10)
+    checked = exceeded_with_holes = 0
+    for _ in range(300):
+        h, w = rng.integers(2, 30, size=2)
+        binary = (rng.random((h, w)) < rng.uniform(0.3, 0.9)).astype(np.uint8)
+        for fill in (True, False):
+            img = binary.copy()
+            if fill:  # background components off the image edge (the holes) become foreground
+                n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - img, connectivity=4)
+                for j in range(1, n):
+                    x, y, cw, ch, _ = stats[j]
+                    if x > 0 and y > 0 and x + cw < w and y + ch < h:
+                        img[labels == j] = 1
+            _, labels = cv2.connectedComponents(img, connectivity=8)
+            contours, hierarchy = cv2.findContours(img, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+            for contour, link in zip(contours, [] if hierarchy is None else hierarchy[0]):
+                if link[3] >= 0:
+                    assert not fill  # no hole is left
+                    continue
+                x, y = contour[0, 0]
+                size = int((labels == labels[y, x]).sum())
+                area = cv2.contourArea(contour)
+                if fill:
+                    assert area <= size
+                    checked += 1
+                else:
+                    exceeded_with_holes += area > size
+    assert checked > 1000 and exceeded_with_holes > 0
+
+
 @pytest.mark.parametrize("multi_contour", [False, True])
 def test_accumulator_counts_equal_the_reference_loop(multi_contour):
     rng = np.random.default_rng(3)

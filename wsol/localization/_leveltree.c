@@ -26,6 +26,9 @@
  * of its vertices: A <= (x1 - x0)(y1 - y0). Every interior pixel is a lattice point strictly
  * inside it, and a face of the polygon holding i lattice points strictly inside has area
  * i + b/2 - 1 >= i + 1/2 (Pick, b >= 3 on its boundary): A >= I, the interior pixel count.
+ * At a level without holes (no background component off the image edge) every component is
+ * simply connected and its polygon lies in the union of the closed unit squares of its pixels,
+ * so also A <= its pixel count (the background pass runs first to know the levels with holes).
  * A component whose upper bound is below another's lower bound cannot hold the largest contour.
  *
  * Outputs per level (row-major (5, total levels) doubles, and one int64 count):
@@ -48,12 +51,13 @@
 #endif
 
 /* Per pixel: its parent (a dense array, read for every neighbour of every pixel) and, for the
- * pixels that are the root of a set, the set's data (16 bytes: coordinates fit 16 bits, maps
+ * pixels that are the root of a set, the set's data (20 bytes: coordinates fit 16 bits, maps
  * are at most MAX_SIDE pixels a side). A pixel that joins an existing set never writes its own
  * node: only the pixels that start a set do. */
 #define MAX_SIDE 65535
 
 typedef struct {
+    int32_t size;          /* pixels */
     int32_t inner;         /* interior pixels (foreground pass) */
     uint16_t x0, y0, x1, y1;
     uint8_t rank;          /* union by rank */
@@ -98,6 +102,7 @@ static int32_t merge_sets(int32_t *parent, Node *node, int32_t ra, int32_t rb) {
     if (a->rank < b->rank) { Node *t = a; a = b; b = t; int32_t u = ra; ra = rb; rb = u; }
     parent[rb] = ra;
     if (a->rank == b->rank) a->rank++;
+    a->size += b->size;
     a->inner += b->inner;
     if (b->x0 < a->x0) a->x0 = b->x0;
     if (b->y0 < a->y0) a->y0 = b->y0;
@@ -231,6 +236,7 @@ static int32_t attach_pixel(Forest *f, int32_t p, int32_t rp, int32_t x, int32_t
     if (rp < 0) {
         Node *q = f->node + p;
         f->parent[p] = p;
+        q->size = 1;
         q->inner = 0;
         q->x0 = q->x1 = (uint16_t)x;
         q->y0 = q->y1 = (uint16_t)y;
@@ -242,6 +248,7 @@ static int32_t attach_pixel(Forest *f, int32_t p, int32_t rp, int32_t x, int32_t
     }
     Node *r = f->node + rp;
     f->parent[p] = rp;
+    r->size++;
     if (r->rank == 0) r->rank = 1;
     if (x < r->x0) r->x0 = (uint16_t)x;
     if (x > r->x1) r->x1 = (uint16_t)x;
@@ -365,6 +372,35 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
     double *fg_max = out, *fg_min = out + stride, *hole_max = out + 2 * stride;
     double *v1_max = out + 3 * stride, *v1_min = out + 4 * stride;
 
+    /* Background (holes): levels from the bottom up; pixels <= L_k join before snapshot k. */
+    memset(f->parent, 0xff, (size_t)n * sizeof(int32_t));
+    f->n_roots = 0;
+    int v_in = -1;  /* pixels with value <= v_in are in */
+    for (Py_ssize_t k = 0; k < n_levels; k++) {
+        int64_t lv = levels[k] < 255 ? levels[k] : 255;
+        while (v_in < lv) {
+            v_in++;
+            for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++)
+                add_pixel4(f, wk->order[i], wk->oxy[i] & 0xffff, wk->oxy[i] >> 16, w, h);
+        }
+        double mx = -1.0;
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t r = 0; r < f->n_roots; r++) {
+            int32_t p = f->roots[r];
+            if (f->parent[p] != p || f->node[p].edge) continue;  /* merged, or open to the outside */
+            f->roots[kept++] = p;
+            if (f->node[p].dirty) {
+                int64_t x1 = f->node[p].x1 + 2, y1 = f->node[p].y1 + 2;
+                f->iou[p] = best_iou(f->node[p].x0 - 1, f->node[p].y0 - 1, x1 < w ? x1 : w - 1,
+                                     y1 < h ? y1 : h - 1, gt, n_gt);
+                f->node[p].dirty = 0;
+            }
+            if (f->iou[p] > mx) mx = f->iou[p];
+        }
+        f->n_roots = kept;
+        hole_max[k] = mx;
+    }
+
     /* Foreground: levels from the top down; pixels > L_k join before the snapshot of k. */
     memset(f->parent, 0xff, (size_t)n * sizeof(int32_t));  /* -1: not added */
     f->n_roots = 0;
@@ -402,6 +438,9 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
         for (Py_ssize_t r = 0; r < kept; r++) {
             int32_t p = f->roots[r];
             int64_t upper = (int64_t)(f->node[p].x1 - f->node[p].x0) * (int64_t)(f->node[p].y1 - f->node[p].y0);
+            /* Without a hole at this level every component is simply connected: its contour
+             * polygon lies in the union of its pixels' unit squares, so A <= its size. */
+            if (hole_max[k] < 0 && f->node[p].size < upper) upper = f->node[p].size;
             if (upper < largest_lower) continue;  /* smaller than some other contour */
             if (f->iou[p] > cmx) cmx = f->iou[p];
             if (f->iou[p] < cmn) cmn = f->iou[p];
@@ -413,34 +452,6 @@ static void one_map(Work *wk, const uint8_t *img, Py_ssize_t h, Py_ssize_t w,
         fg_count[k] = kept;
     }
 
-    /* Background (holes): levels from the bottom up; pixels <= L_k join before snapshot k. */
-    memset(f->parent, 0xff, (size_t)n * sizeof(int32_t));
-    f->n_roots = 0;
-    int v_in = -1;  /* pixels with value <= v_in are in */
-    for (Py_ssize_t k = 0; k < n_levels; k++) {
-        int64_t lv = levels[k] < 255 ? levels[k] : 255;
-        while (v_in < lv) {
-            v_in++;
-            for (Py_ssize_t i = start[v_in]; i < start[v_in + 1]; i++)
-                add_pixel4(f, wk->order[i], wk->oxy[i] & 0xffff, wk->oxy[i] >> 16, w, h);
-        }
-        double mx = -1.0;
-        Py_ssize_t kept = 0;
-        for (Py_ssize_t r = 0; r < f->n_roots; r++) {
-            int32_t p = f->roots[r];
-            if (f->parent[p] != p || f->node[p].edge) continue;  /* merged, or open to the outside */
-            f->roots[kept++] = p;
-            if (f->node[p].dirty) {
-                int64_t x1 = f->node[p].x1 + 2, y1 = f->node[p].y1 + 2;
-                f->iou[p] = best_iou(f->node[p].x0 - 1, f->node[p].y0 - 1, x1 < w ? x1 : w - 1,
-                                     y1 < h ? y1 : h - 1, gt, n_gt);
-                f->node[p].dirty = 0;
-            }
-            if (f->iou[p] > mx) mx = f->iou[p];
-        }
-        f->n_roots = kept;
-        hole_max[k] = mx;
-    }
 }
 
 static int check_buffer(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t count, const char *name) {

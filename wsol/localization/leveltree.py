@@ -24,10 +24,12 @@ hole's polygon, and the enclosing contour comes first in findContours' order, so
 And each component's outer contour area ``A`` is bounded: ``I <= A <= (x1 - x0)(y1 - y0)``,
 with ``I`` its interior pixels (3x3 neighbourhood inside the component, off the image edge;
 strictly inside the polygon, Pick's theorem) and the right side the rectangle of the polygon's
-vertices. A component whose upper bound is below the largest lower bound cannot be the largest.
+vertices; at a level with no hole at all, every component is simply connected, its polygon lies
+in the union of its pixels' unit squares and ``A <= |component|`` too. A component whose upper
+bound is below the largest lower bound cannot be the largest.
 Hence when the best IoUs of the remaining candidates fall on the same side of every IoU cut,
 the v1 box passes exactly those cuts, whichever candidate it is. Only the remaining levels
-(0.4% of the levels of the parity CAMs) are traced with OpenCV, exactly as before.
+are traced with OpenCV, exactly as before.
 
 A level whose foreground is empty has the box ``(0, 0, 0, 0)`` in both modes. IoUs are those of
 wsolevaluation's ``calculate_multiple_iou`` in float64 (computed the same way, so bit-equal).
