@@ -21,8 +21,14 @@ from wsol.utils.streams import (ForwardStreams, check_streams, resolve_chunk_siz
 
 def test_workers_run_one_intra_op_thread_and_the_caller_keeps_its_own(two_threads):
     with ForwardStreams(2) as streams:
-        seen = streams.map(lambda _: (threading.current_thread().name, torch.get_num_threads()),
-                           range(4))
+        both = threading.Barrier(2, timeout=10)  # each of the first two items waits for the other
+
+        def where(k):
+            if k < 2:
+                both.wait()
+            return threading.current_thread().name, torch.get_num_threads()
+
+        seen = streams.map(where, range(4))
         assert [n for _, n in seen] == [1, 1, 1, 1]
         assert {name for name, _ in seen} == {"wsol-stream-0", "wsol-stream-1"}
         assert torch.get_num_threads() == 2
@@ -33,6 +39,38 @@ def test_workers_run_one_intra_op_thread_and_the_caller_keeps_its_own(two_thread
         t.join()
         assert later == [2]
     assert not streams._threads  # closed
+
+
+def test_a_busy_stream_does_not_hold_the_others_back():
+    """One queue for all streams: while one worker is stuck on an item, the other takes every
+    item after it (a static split would leave half of them waiting)."""
+    with ForwardStreams(2) as streams:
+        release = threading.Event()
+        names: dict[int, str] = {}
+
+        def item(k):
+            names[k] = threading.current_thread().name
+            if k == 0:
+                assert release.wait(10)
+            elif k == 5:
+                release.set()
+            return k
+
+        assert streams.map(item, range(6)) == list(range(6))
+        assert len({names[k] for k in range(1, 6)}) == 1 and names[1] != names[0]
+
+
+def test_submit_returns_at_once_and_result_waits():
+    with ForwardStreams(2) as streams:
+        go = threading.Event()
+        pending = streams.submit(lambda k: go.wait(10) and k * 10, [1, 2, 3])
+        go.set()  # had submit waited, this line would never run in time
+        assert pending.result() == [10, 20, 30]
+    one = ForwardStreams(1)
+    ran: list[int] = []
+    pending = one.submit(ran.append, [1, 2])
+    assert ran == []  # one stream: the items run in result(), in the caller's thread
+    assert pending.result() == [None, None] and ran == [1, 2]
 
 
 def test_map_keeps_order_and_raises_a_worker_error_in_the_caller():
@@ -195,6 +233,48 @@ def test_stateful_forwards_run_as_one_call():
     assert stream_safe(adapted)
 
 
+def test_start_maps_returns_while_the_forward_runs_and_result_finishes_it():
+    from wsol.localization.pipeline import compute_maps, eval_mode, start_maps
+
+    torch.manual_seed(0)
+    method = build_method("cam", create_model("tiny_cnn", num_classes=3, width=4)).train()
+    images = _images(6, 32)
+    expected = compute_maps(method, images, streams=None)
+    assert method.training  # compute_maps put the mode back
+    go, entered = threading.Event(), threading.Event()
+
+    def hold(module, args):
+        entered.set()
+        assert go.wait(10)
+
+    handle = method.register_forward_pre_hook(hold)
+    try:
+        with ForwardStreams(2, 2) as streams:
+            started = start_maps(method, images, streams=streams)
+            assert entered.wait(10) and not method.training  # queued, running, in eval mode
+            go.set()
+            got = started.result()
+            assert method.training  # the result puts the mode back
+            with pytest.raises(RuntimeError, match="already"):
+                started.result()
+
+            def fail(module, args):
+                raise RuntimeError("chunk failed")
+
+            handle.remove()
+            handle = method.register_forward_pre_hook(fail)
+            with eval_mode(method):
+                broken = start_maps(method, images, streams=streams)  # returns: queued
+                with pytest.raises(RuntimeError, match="chunk failed"):
+                    broken.result()
+                assert not method.training  # eval_mode holds it for the loop
+            assert method.training
+    finally:
+        handle.remove()
+    assert torch.allclose(got.maps, expected.maps, atol=1e-6)
+    assert torch.equal(got.classes, expected.classes)
+
+
 @native_bf16
 def test_evaluate_in_streams_gives_the_results_of_one_call(synthetic, tmp_path, two_threads):
     from wsol.engine.build import build_from_config
@@ -223,7 +303,7 @@ def test_localizer_in_streams_gives_the_boxes_of_one_call(shared, two_threads):
     paths = [str(p) for p in sorted(root.glob("*/*.jpg"))[:9]]
     torch.manual_seed(0)
     method = build_method("cam", create_model("efficientnet_lite0", num_classes=10)).eval()
-    streamed = Localizer(method, batch_size=9)
+    streamed = Localizer(method, batch_size=4)  # batches of 4, 4, 1: one always in flight
     layout = streamed.forward_streams()
     assert (layout.count, layout.chunk_size) == (2, 4)  # auto on a CPU with native bf16
     out = streamed(paths)

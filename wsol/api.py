@@ -28,6 +28,7 @@ resize and normalization as files. For batches that are already resized and norm
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Sequence
@@ -387,23 +388,45 @@ class Localizer:
     def localize_batch(self, inputs: Tensor, sizes: Sequence[tuple[int, int]],
                        classes: Tensor | None = None) -> LocalizerOutput:
         """Preprocessed inputs ``(B, 3, S, S)`` and the original ``(H, W)`` of each image."""
-        from wsol.localization import localize, scale_boxes
-        from wsol.utils.precision import memory_format, resolve_amp, resolve_channels_last
+        return self.start_batch(inputs, sizes, classes).result()
+
+    def start_batch(self, inputs: Tensor, sizes: Sequence[tuple[int, int]],
+                    classes: Tensor | None = None) -> Any:
+        """:meth:`localize_batch` in two steps (:func:`wsol.localization.start_localize`):
+        returns a :class:`~wsol.localization.pipeline.Deferred` whose ``result()`` is the
+        :class:`LocalizerOutput`. The forward pass is queued on the streams and this returns at
+        once when the method already runs in this localizer's memory format and eval mode for
+        the whole loop (``memory_format`` and ``eval_mode`` held around it, as :meth:`__call__`
+        and ``wsol localize`` do); otherwise the batch is finished here."""
+        from wsol.localization import scale_boxes
+        from wsol.localization.pipeline import start_localize
+        from wsol.utils.precision import (is_channels_last, memory_format, resolve_amp,
+                                          resolve_channels_last)
 
         device = self.device
         channels_last = resolve_channels_last(self.channels_last, device)
         if channels_last:
             inputs = inputs.to(device).contiguous(memory_format=torch.channels_last)
-        with memory_format(self.method, channels_last):
-            result = localize(self.method, inputs, classes, self.threshold, self.normalization,
-                              amp=resolve_amp(self.amp, device), streams=self.forward_streams())
         size_t = torch.as_tensor([tuple(s) for s in sizes], dtype=torch.long)
-        boxes = scale_boxes(result.boxes, (self.image_size, self.image_size),
-                            size_t.to(result.boxes.device))
-        names = [self.class_names[int(c)] if self.class_names else None for c in result.classes]
-        return LocalizerOutput(maps=result.maps, boxes=boxes, classes=result.classes,
-                               scores=result.scores, class_names=names,
-                               sizes=size_t.to(result.maps.device))
+
+        def output(result: Any) -> LocalizerOutput:
+            boxes = scale_boxes(result.boxes, (self.image_size, self.image_size),
+                                size_t.to(result.boxes.device))
+            names = [self.class_names[int(c)] if self.class_names else None
+                     for c in result.classes]
+            return LocalizerOutput(maps=result.maps, boxes=boxes, classes=result.classes,
+                                   scores=result.scores, class_names=names,
+                                   sizes=size_t.to(result.maps.device))
+
+        held = (is_channels_last(self.method) or not channels_last) and not self.method.training
+        with memory_format(self.method, channels_last):
+            started = start_localize(self.method, inputs, classes, self.threshold,
+                                     self.normalization, amp=resolve_amp(self.amp, device),
+                                     streams=self.forward_streams()).then(output)
+            if held:
+                return started
+            finished = started.result()  # before the memory format is put back
+        return type(started)(lambda: finished)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike],
                  classes: int | str | Sequence[int | str] | Tensor | None = None
@@ -443,11 +466,28 @@ class Localizer:
                 yield (start, torch.stack([self.preprocess(im) for im in chunk]),
                        [(im.height, im.width) for im in chunk])
 
+        from wsol.localization.pipeline import eval_mode
+
         outputs = []
-        with memory_format(self.method, resolve_channels_last(self.channels_last, self.device)):
-            for start, inputs, sizes in prefetch(prepared()):
-                part = None if wanted is None else wanted[start:start + len(sizes)]
-                outputs.append(self.localize_batch(inputs, sizes, part))
+        in_flight = None  # one batch: its maps and boxes are computed during the next forward
+        with eval_mode(self.method), \
+                memory_format(self.method, resolve_channels_last(self.channels_last, self.device)):
+            try:
+                for start, inputs, sizes in prefetch(prepared()):
+                    part = None if wanted is None else wanted[start:start + len(sizes)]
+                    started = self.start_batch(inputs, sizes, part)
+                    if in_flight is not None:
+                        outputs.append(in_flight.result())
+                    in_flight = started
+                if in_flight is not None:
+                    last, in_flight = in_flight, None
+                    outputs.append(last.result())
+            finally:
+                # On an error, the chunks still queued finish before the mode and format
+                # are put back (the streams outlive this call).
+                if in_flight is not None:
+                    with contextlib.suppress(Exception):
+                        in_flight.result()
         return _concat(outputs)
 
     def fit(self, images: ImageLike | Sequence[ImageLike]) -> Localizer:

@@ -32,6 +32,7 @@ alone: the rest of its batch is localized.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import re
@@ -239,6 +240,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
 
     from wsol.api import Localizer
     from wsol.data.transforms import load_image
+    from wsol.localization.pipeline import eval_mode
     from wsol.utils.precision import memory_format, resolve_channels_last
     from wsol.utils.prefetch import prefetch
 
@@ -295,15 +297,33 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     # Reading (prefetch thread), the forward pass (here) and writing overlays and maps (one
     # writer thread) overlap; at most one batch waits to be written.
     with ThreadPoolExecutor(1, thread_name_prefix="wsol-localize-write") as writer, \
+            eval_mode(method), \
             memory_format(method, resolve_channels_last(settings.channels_last, loc.device)):
-        for batch, loaded, failed in prefetch(read()):
-            for item, exc in failed:
-                _skip(report, item, "read", exc)
-            groups = _localize_groups(loc, loaded, settings.target_class, report)
+        in_flight = None  # (batch, loaded, started): finished during the next forward pass
+
+        def finish(batch, loaded, started) -> None:
+            nonlocal pending
+            groups = _localize_groups(loc, loaded, started, settings.target_class, report)
             if pending is not None:
                 collect(pending)
             pending = writer.submit(write, groups)
             bar.update(len(batch))
+
+        try:
+            for batch, loaded, failed in prefetch(read()):
+                for item, exc in failed:
+                    _skip(report, item, "read", exc)
+                started = _start_groups(loc, loaded, settings.target_class)
+                if in_flight is not None:
+                    finish(*in_flight)
+                in_flight = (batch, loaded, started)
+            if in_flight is not None:
+                last, in_flight = in_flight, None
+                finish(*last)
+        finally:  # on an error, the queued chunks finish before the format is put back
+            if in_flight is not None and not isinstance(in_flight[2], BaseException | None):
+                with contextlib.suppress(Exception):
+                    in_flight[2].result()
         if pending is not None:
             collect(pending)
     bar.close()
@@ -311,30 +331,43 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     return report
 
 
-def _localize_groups(loc, loaded: list, target_class: int | None, report: LocalizeReport):
-    """``(group, LocalizerOutput)`` for the batch, or for each image alone if the batch fails."""
+def _group_inputs(group: list, target_class: int | None):
     import torch
 
+    classes = None
+    if target_class is not None:
+        classes = torch.full((len(group),), target_class, dtype=torch.long)
+    return torch.stack([t for _, _, t in group]), [a.shape[:2] for _, a, _ in group], classes
+
+
+def _start_groups(loc, loaded: list, target_class: int | None):
+    """The batch's forward pass started (:meth:`wsol.Localizer.start_batch`); None for an empty
+    batch, the error if it failed to start."""
+    if not loaded:
+        return None
+    try:
+        return loc.start_batch(*_group_inputs(loaded, target_class))
+    except (RuntimeError, ValueError) as exc:
+        return exc
+
+
+def _localize_groups(loc, loaded: list, started, target_class: int | None,
+                     report: LocalizeReport):
+    """``(group, LocalizerOutput)`` for the batch started by :func:`_start_groups`, or for each
+    image alone if the batch fails."""
     if not loaded:
         return []
-
-    def run(group):
-        classes = None
-        if target_class is not None:
-            classes = torch.full((len(group),), target_class, dtype=torch.long)
-        inputs = torch.stack([t for _, _, t in group])
-        sizes = [a.shape[:2] for _, a, _ in group]
-        return loc.localize_batch(inputs, sizes, classes)
-
     try:
-        return [(loaded, run(loaded))]
+        if isinstance(started, BaseException):
+            raise started
+        return [(loaded, started.result())]
     except (RuntimeError, ValueError) as batch_error:
         if len(loaded) == 1:
             raise
         out, failures = [], []
         for entry in loaded:
             try:
-                out.append(([entry], run([entry])))
+                out.append(([entry], loc.localize_batch(*_group_inputs([entry], target_class))))
             except (RuntimeError, ValueError) as exc:
                 failures.append((entry[0], exc))
         if not out:

@@ -25,7 +25,8 @@ from wsol.data.metadata import Metadata
 from wsol.errors import UserError
 from wsol.engine.checkpoint import unwrap
 from wsol.engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
-from wsol.localization.pipeline import EVAL_TYPES, compute_maps, inference_streams
+from wsol.localization.pipeline import (EVAL_TYPES, Deferred, MapBatch, eval_mode,
+                                        inference_streams, start_maps)
 from wsol.methods import WSOLMethod
 from wsol.metrics import LocalizationEvaluator
 from wsol.metrics.inside import inside_outside_means
@@ -133,25 +134,40 @@ def evaluate(
     source = prefetch(loader) if getattr(loader, "num_workers", 1) == 0 else loader
     batches = tqdm(source, desc="eval", leave=False, unit="batch", total=len(loader),
                    disable=not (progress and is_main_process()))
-    with memory_format(inner, channels_last), ForwardStreams(num_streams, chunk) as forward_streams:
+    def finish(batch: dict, pending: Deferred[MapBatch]) -> None:
+        """The maps of a batch whose forward pass was started, and everything counted on them."""
+        nonlocal polarity
+        out = pending.result()
+        topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
+        evaluator.update(out.maps, list(batch["image_id"]), topk)
+        if gt_boxes is not None:  # polarity check: more map mass inside the GT boxes?
+            inside, outside, defined = inside_outside_means(
+                out.maps, [gt_boxes[i] for i in batch["image_id"]])
+            polarity += torch.stack([defined.sum(), (defined & (inside > outside)).sum()]
+                                    ).to(polarity)
+        if scoremap_dir is not None:
+            save_scoremaps(out.maps, list(batch["image_id"]), scoremap_dir)
+
+    # One batch in flight: the next batch's forward pass is started (queued on the streams)
+    # before this batch's maps are computed and counted, so the streams never wait for them.
+    with eval_mode(inner), memory_format(inner, channels_last), \
+            ForwardStreams(num_streams, chunk) as forward_streams:
+        in_flight: tuple[dict, Deferred[MapBatch]] | None = None
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = torch.as_tensor(batch["label"]).to(device)
-            out = compute_maps(inner, images, labels if map_class == "gt" else None,
-                               (image_size, image_size), normalization, eval_type=eval_type,
-                               amp=amp, streams=forward_streams)
-            topk = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
-            evaluator.update(out.maps, list(batch["image_id"]), topk)
-            if gt_boxes is not None:  # polarity check: more map mass inside the GT boxes?
-                inside, outside, defined = inside_outside_means(
-                    out.maps, [gt_boxes[i] for i in batch["image_id"]])
-                polarity += torch.stack([defined.sum(), (defined & (inside > outside)).sum()]
-                                        ).to(polarity)
-            if scoremap_dir is not None:
-                save_scoremaps(out.maps, list(batch["image_id"]), scoremap_dir)
-            del out
+            started = start_maps(inner, images, labels if map_class == "gt" else None,
+                                 (image_size, image_size), normalization, eval_type=eval_type,
+                                 amp=amp, streams=forward_streams)
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (batch, started)
+            del images, started
+        if in_flight is not None:
+            finish(*in_flight)
+            in_flight = None
     # All ranks hold disjoint shards: summing the count tensors gives the full-split counts.
     evaluator.load_tensor(all_reduce_sum(evaluator.to_tensor()))
     results = evaluator.compute()

@@ -34,6 +34,8 @@ _LAZY = {
     "quantize_maps": "wsol.localization.boxes",
     "resize_boxes": "wsol.localization.boxes",
     "scale_boxes": "wsol.localization.geometry",
+    "start_localize": "wsol.localization.pipeline",
+    "start_maps": "wsol.localization.pipeline",
     "upsample_maps": "wsol.localization.normalize",
 }
 

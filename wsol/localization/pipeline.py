@@ -14,13 +14,17 @@ switch, mixed precision and the post-processing are written once. For images ``x
    [0, 1]; or, with ``eval_type="mask"``, the method's threshold-free binary masks
    (``method.localization_masks``, B-CAM) as 0/1 floats.
 
-Everything stays on the model's device.
+Everything stays on the model's device. :func:`start_maps` splits the call in two (the
+forward pass started, the maps later), so a loop computes one batch's maps while the next
+batch's forward pass runs (``evaluate`` does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -29,11 +33,14 @@ from wsol.localization.normalize import postprocess_maps
 from wsol.utils.precision import autocast_context
 from wsol.utils.streams import ForwardStreams
 
-__all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "LocalizationResult", "MapBatch", "autocast_context",
-           "compute_maps", "inference_streams", "localize", "maps_from_outputs", "model_device",
-           "stream_safe"]
+__all__ = ["DEFAULT_THRESHOLD", "EVAL_TYPES", "Deferred", "LocalizationResult", "MapBatch",
+           "autocast_context", "compute_maps", "eval_mode", "inference_streams", "localize",
+           "maps_from_outputs", "model_device", "start_localize", "start_maps", "stream_safe"]
 
 EVAL_TYPES = ("prob", "mask")
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,8 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
                  size: tuple[int, int] | None = None, normalization: str = "minmax", *,
                  eval_type: str = "prob", amp: bool | str | None = False,
                  stages: Sequence[str] = (), streams: ForwardStreams | None = None) -> MapBatch:
-    """Normalized localization maps of a batch (see the module docstring for the steps).
+    """Normalized localization maps of a batch (see the module docstring for the steps):
+    :func:`start_maps` and its result.
 
     Args:
         method: a :class:`~wsol.methods.base.WSOLMethod` (its train/eval mode is restored).
@@ -90,6 +98,57 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
             chunks of ``streams.chunk_size`` images (default: one per stream), concurrently,
             each on one intra-op thread; the maps are then computed on the whole batch here.
             Ignored (one call) off the CPU and for methods that are not :func:`stream_safe`.
+    """
+    return start_maps(method, images, classes, size, normalization, eval_type=eval_type,
+                      amp=amp, stages=stages, streams=streams).result()
+
+
+class Deferred(Generic[T]):
+    """Work started by :func:`start_maps` / :func:`start_localize` (a forward pass queued on the
+    streams); :meth:`result` waits for it and finishes it in the calling thread."""
+
+    def __init__(self, finish: Callable[[], T]) -> None:
+        self._finish: Callable[[], T] | None = finish
+
+    def result(self) -> T:
+        """The value (once: what it holds is released)."""
+        if self._finish is None:
+            raise RuntimeError("Deferred.result() was already called")
+        finish, self._finish = self._finish, None
+        return finish()
+
+    def then(self, fn: Callable[[T], U]) -> Deferred[U]:
+        """``fn`` of the result, when that is asked for."""
+        return Deferred(lambda: fn(self.result()))
+
+
+@contextlib.contextmanager
+def eval_mode(method: torch.nn.Module) -> Iterator[None]:
+    """Run the block with ``method`` in eval mode, its mode restored afterwards: what a loop
+    with batches in flight holds around them (each :func:`start_maps` result restores the mode
+    it found)."""
+    was_training = method.training
+    method.eval()
+    try:
+        yield
+    finally:
+        method.train(was_training)
+
+
+def start_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
+               size: tuple[int, int] | None = None, normalization: str = "minmax", *,
+               eval_type: str = "prob", amp: bool | str | None = False,
+               stages: Sequence[str] = (), streams: ForwardStreams | None = None
+               ) -> Deferred[MapBatch]:
+    """:func:`compute_maps` in two steps, so that a loop can compute the maps of one batch while
+    the forward pass of the next runs: with streams, the chunks are queued on them and this
+    returns at once; in one call the forward pass runs here. :meth:`Deferred.result` then
+    waits for the chunks and computes the maps of the whole batch, as :func:`compute_maps` does
+    (the same numbers).
+
+    The method runs in eval mode from here to the result, which restores its mode: a loop
+    with several batches in flight holds :func:`eval_mode` around them, and the memory format
+    (:func:`wsol.utils.precision.memory_format`) too, as the chunks run after this returns.
     """
     if eval_type not in EVAL_TYPES:
         raise ValueError(f"eval_type must be one of {EVAL_TYPES}, got {eval_type!r}")
@@ -119,7 +178,8 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
     method.eval()
     try:
         if chunk >= batch:
-            outputs = forward(images)
+            outputs: dict[str, Tensor] | None = forward(images)
+            queued = None
         else:
             # No chunk of one image (unless the batch is one): some float32 kernels take
             # their matrix-vector path for a single row, with another summation order.
@@ -127,16 +187,28 @@ def compute_maps(method: torch.nn.Module, images: Tensor, classes: Tensor | None
             if sizes[-1] == 1:
                 sizes[-2:] = [sizes[-2] + 1]
             assert streams is not None
-            outputs = _concat_outputs(streams.map(forward, images.split(sizes)))
-        # The maps of the whole batch, in this thread: what follows the forward pass (CREAM's
-        # EM, the upsampling) runs on the same batch as without streams.
-        with grad():
-            result = maps_from_outputs(method, outputs, classes, size, normalization,
-                                       eval_type=eval_type, stages=stages)
-        del outputs
-        return result
-    finally:
+            outputs, queued = None, streams.submit(forward, images.split(sizes))
+    except BaseException:
         method.train(was_training)
+        raise
+
+    def finish() -> MapBatch:
+        nonlocal outputs
+        try:
+            if queued is not None:
+                outputs = _concat_outputs(queued.result())
+            assert outputs is not None
+            # The maps of the whole batch, in this thread: what follows the forward pass
+            # (CREAM's EM, the upsampling) runs on the same batch as without streams.
+            with grad():
+                result = maps_from_outputs(method, outputs, classes, size, normalization,
+                                           eval_type=eval_type, stages=stages)
+            outputs = None
+            return result
+        finally:
+            method.train(was_training)
+
+    return Deferred(finish)
 
 
 def _concat_outputs(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -262,11 +334,23 @@ def localize(method: torch.nn.Module, images: Tensor, classes: Tensor | None = N
         normalization: ``minmax`` | ``max`` | ``pas`` | ``ivr`` (method-spec §1).
         amp, streams: as for :func:`compute_maps`.
     """
+    return start_localize(method, images, classes, threshold, normalization, amp=amp,
+                          streams=streams).result()
+
+
+def start_localize(method: torch.nn.Module, images: Tensor, classes: Tensor | None = None,
+                   threshold: float = DEFAULT_THRESHOLD, normalization: str = "minmax", *,
+                   amp: bool | str | None = False, streams: ForwardStreams | None = None
+                   ) -> Deferred[LocalizationResult]:
+    """:func:`localize` in two steps, as :func:`start_maps` (the inputs are checked here)."""
     from wsol.localization.boxes import boxes_from_maps
 
     _check_inputs(method, images, classes, threshold)
-    batch = compute_maps(method, images, classes, None, normalization, amp=amp,
-                         streams=streams)
-    boxes = torch.from_numpy(boxes_from_maps(batch.maps, threshold)).to(batch.maps.device)
-    return LocalizationResult(maps=batch.maps, boxes=boxes, classes=batch.classes,
-                              scores=batch.scores)
+
+    def boxes(batch: MapBatch) -> LocalizationResult:
+        found = torch.from_numpy(boxes_from_maps(batch.maps, threshold)).to(batch.maps.device)
+        return LocalizationResult(maps=batch.maps, boxes=found, classes=batch.classes,
+                                  scores=batch.scores)
+
+    return start_maps(method, images, classes, None, normalization, amp=amp,
+                      streams=streams).then(boxes)

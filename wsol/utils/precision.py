@@ -125,7 +125,8 @@ def precision_record(amp: bool | str | None, channels_last: bool | str | None,
             "channels_last": resolve_channels_last(channels_last, device)}
 
 
-def _is_channels_last(module: nn.Module) -> bool:
+def is_channels_last(module: nn.Module) -> bool:
+    """Whether ``module``'s 4-d weights are in NHWC (its first 4-d parameter is)."""
     import torch
 
     for p in module.parameters():
@@ -141,7 +142,7 @@ def memory_format(module: nn.Module, channels_last: bool) -> Iterator[None]:
     left in NHWC by a validation pass."""
     import torch
 
-    if not channels_last or _is_channels_last(module):
+    if not channels_last or is_channels_last(module):
         yield
         return
     module.to(memory_format=torch.channels_last)

@@ -45,7 +45,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,7 +119,9 @@ class ForwardStreams:
         self.count = int(count)
         #: Images per forward call (None: the batch split into ``count`` equal parts).
         self.chunk_size = chunk_size
-        self._queues: list[queue.SimpleQueue] = []
+        # One queue for all workers: a chunk goes to whichever stream is free first, so a stream
+        # slowed by other work on its core takes fewer chunks instead of holding up the batch.
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         if self.count == 1:
             return  # one call in the caller's thread: nothing to start
@@ -127,11 +129,9 @@ class ForwardStreams:
         ready = threading.Barrier(self.count + 1)
         try:
             for k in range(self.count):
-                jobs: queue.SimpleQueue = queue.SimpleQueue()
-                thread = threading.Thread(target=self._work, args=(jobs, ready), daemon=True,
-                                          name=f"wsol-stream-{k}")
+                thread = threading.Thread(target=self._work, args=(self._jobs, ready),
+                                          daemon=True, name=f"wsol-stream-{k}")
                 thread.start()
-                self._queues.append(jobs)
                 self._threads.append(thread)
             ready.wait()
         finally:
@@ -157,29 +157,31 @@ class ForwardStreams:
             except BaseException as exc:  # noqa: BLE001  (raised in the caller by map)
                 future.set_exception(exc)
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[fn(item) for item in items]``, item ``k`` on worker ``k % count``; the first
-        exception is raised in the caller after every item has finished."""
+    def submit(self, fn: Callable[[T], R], items: Sequence[T]) -> Pending[R]:
+        """Queue ``fn(item)`` for every item, in order, and return at once; the workers take
+        the items as they become free. With ``count=1`` nothing runs until
+        :meth:`Pending.result`, which then runs them in its thread."""
         if not self._threads:
-            return [fn(item) for item in items]
+            return Pending(fn, list(items), None)
         futures: list[Future] = []
-        for k, item in enumerate(items):
+        for item in items:
             future: Future = Future()
-            self._queues[k % self.count].put((fn, item, future))
+            self._jobs.put((fn, item, future))
             futures.append(future)
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-        return [f.result() for f in futures]
+        return Pending(fn, None, futures)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(item) for item in items]`` on the workers; the first exception is raised in
+        the caller after every item has finished."""
+        return self.submit(fn, items).result()
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
-        for jobs in self._queues:
-            jobs.put(_STOP)
+        for _ in self._threads:
+            self._jobs.put(_STOP)
         for thread in self._threads:
             thread.join()
-        self._queues, self._threads = [], []
+        self._threads = []
 
     def __enter__(self) -> ForwardStreams:
         return self
@@ -189,7 +191,27 @@ class ForwardStreams:
 
     def __del__(self) -> None:  # a forgotten close() must not leave threads blocked forever
         try:
-            for jobs in self._queues:
-                jobs.put(_STOP)
+            for _ in self._threads:
+                self._jobs.put(_STOP)
         except Exception:  # noqa: BLE001  (interpreter shutdown)
             pass
+
+
+class Pending(Generic[R]):
+    """Work queued by :meth:`ForwardStreams.submit`; :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable[[Any], R], items: list[Any] | None,
+                 futures: list[Future] | None) -> None:
+        self._fn, self._items, self._futures = fn, items, futures
+
+    def result(self) -> list[R]:
+        """The results in item order; the first exception is raised after every item has
+        finished (nothing is left running behind it)."""
+        if self._futures is None:
+            items, self._items = self._items or [], None
+            return [self._fn(item) for item in items]
+        errors = [f.exception() for f in self._futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in self._futures]
