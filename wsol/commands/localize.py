@@ -229,7 +229,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     reason; if a batch's forward pass fails, its images are retried one at a time and only
     those that fail alone are skipped (if every one of them fails, the error is raised: it is
     not the images); a file whose outputs cannot be written is skipped. Reading, the forward
-    pass and writing overlap (a prefetch thread, this thread, a writer thread); records and
+    pass and writing overlap (a prefetch thread, the streams, writer threads); records and
     skips are kept in input order per stage.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -263,29 +263,37 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
                     failed.append((item, exc))
             yield batch, loaded, failed
 
-    def write(groups) -> list[tuple[ImageItem, dict | BaseException]]:  # the writer thread
+    def write(jobs) -> list[tuple[ImageItem, dict | BaseException]]:  # in a writer thread
         done: list[tuple[ImageItem, dict | BaseException]] = []
+        for item, array, result, maps, boxes, k in jobs:
+            cls, score = int(result.classes[k]), float(result.scores[k])
+            class_name = result.class_names[k]
+            label = f"{class_name or f'class {cls}'} {score:.2f}"
+            try:
+                files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k],
+                                             label)
+            except (OSError, ValueError) as exc:
+                done.append((item, exc))
+                continue
+            done.append((item, {
+                "image": str(item.path), "name": item.name, "width": array.shape[1],
+                "height": array.shape[0], "class": cls, "class_name": class_name,
+                "score": score, "box": boxes[k], **files}))
+        return done
+
+    def submit(groups) -> list:
+        """The batch's images split into one contiguous part per writer thread."""
+        jobs = []
         for group, result in groups:
             maps = result.maps.float().cpu().numpy()
             boxes = result.boxes.cpu().tolist()
-            for k, (item, array, _) in enumerate(group):
-                cls, score = int(result.classes[k]), float(result.scores[k])
-                class_name = result.class_names[k]
-                label = f"{class_name or f'class {cls}'} {score:.2f}"
-                try:
-                    files = _write_image_outputs(out_dir, item.name, array, maps[k], boxes[k],
-                                                 label)
-                except (OSError, ValueError) as exc:
-                    done.append((item, exc))
-                    continue
-                done.append((item, {
-                    "image": str(item.path), "name": item.name, "width": array.shape[1],
-                    "height": array.shape[0], "class": cls, "class_name": class_name,
-                    "score": score, "box": boxes[k], **files}))
-        return done
+            jobs += [(item, array, result, maps, boxes, k)
+                     for k, (item, array, _) in enumerate(group)]
+        step = max(1, -(-len(jobs) // WRITER_THREADS))
+        return [writer.submit(write, jobs[lo:lo + step]) for lo in range(0, len(jobs), step)]
 
-    def collect(pending) -> None:  # in the caller's thread: records and skips in input order
-        for item, outcome in pending.result():
+    def collect(pending: list) -> None:  # in the caller's thread: records and skips in order
+        for item, outcome in (entry for part in pending for entry in part.result()):
             if isinstance(outcome, BaseException):
                 _skip(report, item, "write", outcome)
             else:
@@ -294,9 +302,10 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     start = time.perf_counter()
     bar = tqdm(total=len(items), unit="img", desc="localize", disable=not settings.progress)
     pending = None
-    # Reading (prefetch thread), the forward pass (here) and writing overlays and maps (one
-    # writer thread) overlap; at most one batch waits to be written.
-    with ThreadPoolExecutor(1, thread_name_prefix="wsol-localize-write") as writer, \
+    # Reading (prefetch thread), the forward pass (the streams), maps and boxes (here) and
+    # writing overlays and maps (WRITER_THREADS threads) overlap; at most one batch waits to be
+    # written.
+    with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="wsol-localize-write") as writer, \
             eval_mode(method), \
             memory_format(method, resolve_channels_last(settings.channels_last, loc.device)):
         in_flight = None  # (batch, loaded, started): finished during the next forward pass
@@ -306,7 +315,7 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
             groups = _localize_groups(loc, loaded, started, settings.target_class, report)
             if pending is not None:
                 collect(pending)
-            pending = writer.submit(write, groups)
+            pending = submit(groups)
             bar.update(len(batch))
 
         try:
@@ -376,6 +385,10 @@ def _localize_groups(loc, loaded: list, started, target_class: int | None,
             _skip(report, item, "localize", exc)
         return out
 
+
+#: Threads that render and encode overlays and maps (OpenCV's encoder and the numpy blend release
+#: the GIL): the writing is the largest per-image cost of ``wsol localize`` on a CPU.
+WRITER_THREADS = 2
 
 CSV_FIELDS = ("image", "name", "width", "height", "class", "class_name", "score",
               "x0", "y0", "x1", "y1")
