@@ -13,6 +13,9 @@ share of the forward on a small CPU (benchmarks/README.md, "Pipelines").
 - maps and polarity: ``postprocess_maps`` (bicubic 14 -> 224, min-max) of 32 raw maps and
   ``inside_outside_means`` of the parity maps with their GT boxes (what ``evaluate`` does in
   its own thread after each forward);
+- localize writing: what ``wsol localize`` does per image in a writer thread (the map resized
+  to the photo, the overlay rendered and encoded as JPEG / PNG / not at all, the float16
+  ``.npy``), on 64 CUB test photos at their original size, OpenCV on one thread;
 - bare forward: EfficientNet-Lite0 (ImageNet weights, fresh 10-class head), batch 32 at 224,
   fp32 and channels_last + bf16 (the ``auto`` default on a CPU with native bf16) in one call per
   batch, and bf16 in the default streams and chunks (wsol.utils.streams), wall ms per image and
@@ -131,6 +134,34 @@ def main() -> None:
                                                                gts[lo:lo + 32])
                                           for lo in range(0, len(ids), 32)], len(ids), args.reps)
 
+    # wsol localize's per-image writing (one writer thread): map resized to the photo, overlay
+    # rendered and encoded, .npy written, on the CUB test photos at their original size
+    import tempfile
+
+    import cv2
+
+    from wsol.commands.localize import OVERLAY_FORMATS, _write_image_outputs
+    from wsol.data.transforms import load_image
+
+    photos = [np.asarray(load_image(dataset.image_root / image_id))
+              for image_id in dataset.image_ids[:64]]
+    smooth = postprocess_maps(raw[:len(photos)], (224, 224), "minmax").numpy()
+    write_ms = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prev = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # what one writer thread costs, not OpenCV's own pool
+        try:
+            for fmt in OVERLAY_FORMATS:
+                def write_all(fmt=fmt) -> None:
+                    for k, photo in enumerate(photos):
+                        _write_image_outputs(Path(tmp), f"{fmt}-{k}", photo, smooth[k],
+                                             [10, 10, 100, 100], "bird 0.93", fmt)
+                write_ms[fmt] = best_ms(write_all, len(photos), args.reps)
+        finally:
+            cv2.setNumThreads(prev)
+    out["localize_write_ms"] = write_ms
+    out["localize_photo_pixels_mean"] = float(np.mean([p.shape[0] * p.shape[1] for p in photos]))
+
     from wsol.localization.pipeline import inference_streams
     from wsol.utils.streams import ForwardStreams
 
@@ -165,6 +196,10 @@ def main() -> None:
     out["host_ms_counted"] = host
     out["evaluate_share_ceiling"] = {
         name: f["core_ms"] / (f["core_ms"] + host) for name, f in forward.items()}
+    localize_host = out["decode_transform_ms"] + out["maps_ms"]
+    out["localize_cli_share_ceiling"] = {
+        fmt: {name: f["core_ms"] / (f["core_ms"] + localize_host + w)
+              for name, f in forward.items()} for fmt, w in write_ms.items()}
     out["default_precision"] = precision_record("auto", "auto", "cpu")
     out["note"] = ("ceiling = forward core-ms / (forward core-ms + host ms counted here), i.e. "
                    "perfect overlap on all cores; every per-image step of evaluate is counted "

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         loc = args.out / "localize"
         wsol("localize", "--checkpoint", str(cream_ckpt),
              *test_images(args.cream, args.localize_images), "--out", str(loc), "--force",
-             "--no-progress", "--device", args.device, "--threshold-from", str(val))
+             "--overlay-format", "png", "--no-progress", "--device", args.device, "--threshold-from", str(val))
         shutil.rmtree(loc / "maps", ignore_errors=True)
     print(f"example written to {args.out}")
 

@@ -214,6 +214,35 @@ def _write_inputs(root: Path) -> None:
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
 
 
+def test_overlay_formats(tmp_path, color_cam):
+    """png: lossless overlays equal to the rendered image; jpg: the same picture within JPEG's
+    error; none: no overlay files and no ``overlay`` key, the maps and boxes unchanged."""
+    from wsol.viz.overlay import render_overlay
+
+    _write_inputs(tmp_path / "in")
+    items = [i for i in find_images([tmp_path / "in"]) if i.name == "rgb"]
+    reports = {}
+    for fmt in ("png", "jpg", "none"):
+        settings = LocalizeSettings(threshold=0.5, image_size=64, batch_size=2,
+                                    class_names=["red", "green"], overlay_format=fmt)
+        reports[fmt] = localize_images(color_cam, items, tmp_path / fmt, settings)
+    [png], [jpg], [none] = (reports[f].records for f in ("png", "jpg", "none"))
+    assert png["box"] == jpg["box"] == none["box"]
+    assert "overlay" not in none and not (tmp_path / "none" / "overlays").exists()
+    full = np.load(tmp_path / "none" / none["map"]).astype(np.float32)
+    expected = render_overlay(np.asarray(Image.open(tmp_path / "in" / "rgb.png").convert("RGB")),
+                              np.load(tmp_path / "png" / png["map"]).astype(np.float32),
+                              boxes=[png["box"]], label=f"{png['class_name']} "
+                                                        f"{png['score']:.2f}")
+    lossless = np.asarray(Image.open(tmp_path / "png" / png["overlay"]))
+    lossy = np.asarray(Image.open(tmp_path / "jpg" / jpg["overlay"])).astype(np.int16)
+    assert np.array_equal(np.load(tmp_path / "png" / png["map"]).astype(np.float32), full)
+    assert np.abs(lossless.astype(np.int16) - expected).max() <= 1  # float16 map round trip
+    assert 0 < np.abs(lossy - lossless).mean() < 3
+    with pytest.raises(ValueError, match="overlay_format must be one of"):
+        LocalizeSettings(threshold=0.5, overlay_format="gif")
+
+
 def test_find_images_names_and_missing_paths(tmp_path):
     _write_inputs(tmp_path / "in")
     (tmp_path / "in" / "notes.txt").write_text("skip me")
@@ -249,8 +278,9 @@ def test_localize_images_boxes_in_original_pixels(tmp_path, color_cam):
     check("gray", (20, 10, 59, 49), (100, 80))
     check("sub/rgba", (10, 5, 29, 14), (40, 30))
 
-    overlay = Image.open(out / "overlays" / "rgb.png")
-    assert overlay.size == (320, 192) and overlay.mode == "RGB"
+    overlay = Image.open(out / "overlays" / "rgb.jpg")  # JPEG by default
+    assert overlay.format == "JPEG" and overlay.size == (320, 192) and overlay.mode == "RGB"
+    assert records["rgb"]["overlay"] == "overlays/rgb.jpg"
     full_map = np.load(out / "maps" / "sub" / "rgba.npy")
     assert full_map.shape == (30, 40) and full_map.dtype == np.float16
     assert float(full_map.max()) == pytest.approx(1.0, abs=1e-3)
@@ -295,6 +325,7 @@ def test_cli_localize_end_to_end(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"found": 4, "localized": 3, "skipped": 1}
     assert manifest["method"] == "cam" and manifest["settings"]["threshold"] == 0.35
+    assert manifest["settings"]["overlay_format"] == "jpg"
     assert manifest["skipped"][0]["image"].endswith("broken.jpg")
     records = json.loads((out / "boxes.json").read_text())
     with open(out / "boxes.csv", newline="") as f:

@@ -117,6 +117,32 @@ def test_label_keeps_accents_and_fits_small_images():
     assert cols.max() < 48 and cols.min() >= 0  # shrunk / cut to the width
 
 
+@pytest.mark.parametrize("weighting", ["map", "uniform"])
+def test_banded_blend_equals_the_whole_image_formula(weighting):
+    """The blend runs in bands of rows (a photo spans several, the last one short); every pixel
+    is the formula of the module docstring, rounded, on the whole image at once."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (301, 203, 3), dtype=np.uint8)  # 61,103 px: 4 bands of 80 rows
+    score = rng.random((301, 203)).astype(np.float32)
+    a = (0.6 * score if weighting == "map" else np.full(score.shape, 0.6, np.float32))
+    a = a.astype(np.float32)[:, :, None]
+    heat = colorize_map(score).astype(np.float32)
+    expected = np.clip(np.rint(image.astype(np.float32) * (1 - a) + heat * a), 0, 255)
+    out = overlay_map(image, score, alpha=0.6, weighting=weighting)
+    assert out.dtype == np.uint8 and np.array_equal(out, expected.astype(np.uint8))
+
+
+def test_label_drawn_on_its_patch_only():
+    """The label changes pixels only around its anchor; the rest of the image is untouched."""
+    image = np.full((300, 400, 3), 90, np.uint8)
+    before = image.copy()
+    draw_label(image, "Black-footed albatross 0.93", (200, 150))
+    changed = np.argwhere(np.any(image != before, axis=2))
+    assert len(changed) > 50
+    assert changed[:, 0].min() >= 150 - 40 and changed[:, 0].max() < 150 + 5
+    assert changed[:, 1].min() >= 200 and changed[:, 1].max() < 400
+
+
 def test_render_overlay_leaves_input_alone():
     image = np.full((30, 40, 3), 50, np.uint8)
     before = image.copy()

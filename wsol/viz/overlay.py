@@ -88,18 +88,29 @@ def overlay_map(image: np.ndarray, score_map: np.ndarray, alpha: float = 0.7, *,
     if score_map.shape != (h, w):
         score_map = cv2.resize(score_map, (w, h), interpolation=cv2.INTER_LINEAR)
     score_map = np.clip(score_map, 0.0, 1.0)
-    heat = colorize_map(score_map, colormap).astype(np.float32)
-    a = (alpha * score_map if weighting == "map" else np.full((h, w), alpha, np.float32))
-    a = a.astype(np.float32)[:, :, None]
-    # (1 - a) * image + a * heat, rounded and clipped: the same float32 operations in place
-    # (no image-sized temporaries: each one costs its page faults on a large photo)
-    out = image.astype(np.float32)
-    out *= 1.0 - a
-    heat *= a
-    out += heat
-    np.rint(out, out=out)
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    heat8 = colorize_map(score_map, colormap)
+    out = np.empty_like(image)
+    # (1 - a) * image + a * heat in float32, rounded and clipped, a band of rows at a time: the
+    # temporaries stay in cache (image-sized ones cost their page faults on a large photo)
+    rows = max(1, _BLEND_PIXELS // w)
+    for lo in range(0, h, rows):
+        band = slice(lo, lo + rows)
+        m = score_map[band]
+        a = (alpha * m if weighting == "map" else np.full(m.shape, alpha, np.float32))
+        a = a.astype(np.float32)[:, :, None]
+        blend = image[band].astype(np.float32)
+        blend *= 1.0 - a
+        heat = heat8[band].astype(np.float32)
+        heat *= a
+        blend += heat
+        np.rint(blend, out=blend)
+        np.clip(blend, 0, 255, out=blend)
+        out[band] = blend
+    return out
+
+
+#: Pixels per band of :func:`overlay_map`'s blend (a few hundred KiB of float32 temporaries).
+_BLEND_PIXELS = 16384
 
 
 def _box_ints(box: Sequence[float]) -> tuple[int, int, int, int]:
@@ -169,11 +180,15 @@ def draw_label(image: np.ndarray, text: str, anchor: tuple[int, int] = (0, 0),
     y = int(np.clip(y, 0, max(0, h - box_h)))
     from PIL import Image, ImageDraw
 
-    canvas = Image.fromarray(image)
+    # Drawn on the patch around the label (a margin of one text height for glyphs that reach
+    # past the box), not on a copy of the whole image: the same pixels, at integer offsets.
+    y0, y1 = max(0, y - size), min(h, y + box_h + size)
+    x0, x1 = max(0, x - size), min(w, x + box_w + size)
+    canvas = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle((x, y, x + box_w - 1, y + box_h - 1), fill=tuple(color))
-    draw.text((x + pad, y + pad), text, fill=(0, 0, 0), font=font)
-    image[...] = np.asarray(canvas)
+    draw.rectangle((x - x0, y - y0, x - x0 + box_w - 1, y - y0 + box_h - 1), fill=tuple(color))
+    draw.text((x - x0 + pad, y - y0 + pad), text, fill=(0, 0, 0), font=font)
+    image[y0:y1, x0:x1] = np.asarray(canvas)
     return image
 
 
