@@ -22,7 +22,8 @@ CAM map is evaluated) or, without one, the ImageNet weights with a fresh 10-clas
 - localize: ``wsol.Localizer`` on the image files (decode, resize, forward, maps, boxes in
   original pixels), no files written;
 - localize CLI: ``wsol localize``'s worker (:func:`wsol.commands.localize.localize_images`)
-  on the image files, writing every overlay PNG and map; reading, forward and writing overlap;
+  on the image files, writing every overlay (JPEG, the default) and map; reading, forward and
+  writing overlap;
 - validation: ``evaluate_split`` on the 50-image val split, the call the training loop's
   validation makes every epoch;
 - train epoch: one epoch of the one training loop (no validation), images/s from its
