@@ -55,6 +55,31 @@ def test_resize_equals_pil_on_random_images(mode):
 
 
 @needs_helper
+def test_threads_resizing_at_once_get_their_own_scratch():
+    """The helper keeps its scratch buffers per thread between calls: threads resizing
+    images of different shapes at the same time (a large one, then smaller ones, in both
+    pass orders) each get PIL's numbers, in threads that start and exit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    jobs = []
+    for k, (h, w, oh, ow) in enumerate(_shapes(48, seed=5)):
+        if k % 6 == 0:
+            h, w = 611 + k, 403 + 2 * k  # a photo-sized one between the small ones
+        jobs.append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+        jobs[-1].target = (oh, ow)
+
+    def check(img: Image.Image) -> bool:
+        oh, ow = img.target
+        got = resample.resize_array(img, (oh, ow))
+        return bool(np.array_equal(got, _pil(img, oh, ow)))
+
+    for threads in (2, 4):
+        with ThreadPoolExecutor(threads) as pool:
+            assert all(pool.map(check, jobs * 2))
+
+
+@needs_helper
 def test_the_pass_order_matters_and_follows_pillow():
     """Resizing with the other pass order gives other numbers on some shape, so the rule is
     needed, and the installed Pillow's rule is the one applied."""

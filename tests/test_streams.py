@@ -3,7 +3,11 @@ outside the workers, and the same numbers as one call, for every backbone and pr
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -15,8 +19,8 @@ from wsol.localization.pipeline import compute_maps, stream_safe
 from wsol.methods import build_method
 from wsol.models import create_model
 from wsol.utils.precision import cpu_has_native_bf16
-from wsol.utils.streams import (ForwardStreams, check_streams, resolve_chunk_size,
-                                resolve_streams)
+from wsol.utils.streams import (ForwardStreams, caller_threads, check_streams,
+                                resolve_chunk_size, resolve_streams)
 
 
 def test_workers_run_one_intra_op_thread_and_the_caller_keeps_its_own(two_threads):
@@ -39,6 +43,29 @@ def test_workers_run_one_intra_op_thread_and_the_caller_keeps_its_own(two_thread
         t.join()
         assert later == [2]
     assert not streams._threads  # closed
+
+
+def test_hold_cores_puts_the_caller_on_one_thread_for_the_block_only(two_threads):
+    with ForwardStreams(2) as streams:
+        with streams.hold_cores():
+            assert torch.get_num_threads() == 1
+            later: list[int] = []  # a thread started in the block (the prefetch thread)
+            t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+            t.start()
+            t.join()
+            assert later == [1]
+            # auto still means one stream per thread the caller had
+            assert caller_threads() == 2 and resolve_streams("auto", "cpu", "bf16") == 2
+            with streams.hold_cores():  # nested: no change, and the outer restore still holds
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+            assert streams.map(lambda k: torch.get_num_threads(), range(3)) == [1, 1, 1]
+        assert torch.get_num_threads() == 2 and caller_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"), streams.hold_cores():
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    with ForwardStreams(1) as one, one.hold_cores():  # chunks on the caller's threads
+        assert torch.get_num_threads() == 2
 
 
 def test_a_busy_stream_does_not_hold_the_others_back():
@@ -291,6 +318,7 @@ def test_evaluate_in_streams_gives_the_results_of_one_call(synthetic, tmp_path, 
     assert (one.pop("streams"), two.pop("streams")) == (1, 2)
     assert (one.pop("chunk_size"), two.pop("chunk_size")) == (10_000, 4)
     assert one == two
+    assert torch.get_num_threads() == 2  # the loop's hold_cores is over
     with pytest.raises(UserError, match="streams"):
         evaluate_split(method, config, "test", cpu, method.backbone, streams=0)
 
@@ -307,6 +335,52 @@ def test_localizer_in_streams_gives_the_boxes_of_one_call(shared, two_threads):
     layout = streamed.forward_streams()
     assert (layout.count, layout.chunk_size) == (2, 4)  # auto on a CPU with native bf16
     out = streamed(paths)
+    # the streams outlive the call, still two (auto resolved inside hold_cores), and the
+    # caller has its threads back
+    assert streamed.forward_streams() is layout and torch.get_num_threads() == 2
     one = Localizer(method, batch_size=9, streams=1, chunk_size=9)(paths)
     assert torch.equal(out.maps, one.maps) and torch.equal(out.boxes, one.boxes)
     assert torch.equal(out.classes, one.classes) and torch.equal(out.scores, one.scores)
+
+
+def test_streams_dropped_without_close_are_stopped_and_joined():
+    streams = ForwardStreams(2)
+    workers = list(streams._threads)
+    assert streams.map(lambda k: k * k, range(5)) == [0, 1, 4, 9, 16]
+    del streams
+    gc.collect()
+    assert workers and not any(t.is_alive() for t in workers)
+
+
+_DROPPED_LOCALIZERS = """
+import sys
+from pathlib import Path
+import torch
+from wsol.api import Localizer
+from wsol.methods import build_method
+from wsol.models import create_model
+torch.manual_seed(0)
+method = build_method("cam", create_model("efficientnet_lite0", num_classes=10)).eval()
+paths = [str(p) for p in sorted(Path(sys.argv[1]).glob("*/*.jpg"))[:16]]
+for _ in range(4):  # each dropped without close(), its streams idle or being collected
+    Localizer(method, batch_size=8, amp="bf16", streams=2, chunk_size=4)(paths)
+print("done")
+"""
+
+
+def test_a_process_that_drops_localizers_exits_cleanly(shared, tmp_path):
+    """Workers still waiting on their queue during interpreter teardown aborted the process
+    after its work ("terminate called without an active exception", exit 134) in about one
+    run in four before the streams were joined at exit; six real processes must all exit 0."""
+    root = shared("data", "CUB_200_2011-classes001-010", "images")
+    script = tmp_path / "dropped.py"
+    script.write_text(_DROPPED_LOCALIZERS)
+
+    def run(_):
+        return subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
+                              text=True, timeout=300)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, range(6)))
+    for r in results:
+        assert r.returncode == 0 and r.stdout.strip() == "done", (r.returncode, r.stderr[-800:])

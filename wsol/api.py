@@ -471,7 +471,8 @@ class Localizer:
         outputs = []
         in_flight = None  # one batch: its maps and boxes are computed during the next forward
         with eval_mode(self.method), \
-                memory_format(self.method, resolve_channels_last(self.channels_last, self.device)):
+                memory_format(self.method, resolve_channels_last(self.channels_last, self.device)), \
+                self.forward_streams().hold_cores():
             try:
                 for start, inputs, sizes in prefetch(prepared()):
                     part = None if wanted is None else wanted[start:start + len(sizes)]

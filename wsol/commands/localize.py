@@ -329,7 +329,8 @@ def localize_images(method: WSOLMethod, items: list[ImageItem], out_dir: Path,
     # written.
     with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="wsol-localize-write") as writer, \
             eval_mode(method), \
-            memory_format(method, resolve_channels_last(settings.channels_last, loc.device)):
+            memory_format(method, resolve_channels_last(settings.channels_last, loc.device)), \
+            loc.forward_streams().hold_cores():
         in_flight = None  # (batch, loaded, started): finished during the next forward pass
 
         def finish(batch, loaded, started) -> None:

@@ -151,7 +151,7 @@ def evaluate(
     # One batch in flight: the next batch's forward pass is started (queued on the streams)
     # before this batch's maps are computed and counted, so the streams never wait for them.
     with eval_mode(inner), memory_format(inner, channels_last), \
-            ForwardStreams(num_streams, chunk) as forward_streams:
+            ForwardStreams(num_streams, chunk) as forward_streams, forward_streams.hold_cores():
         in_flight: tuple[dict, Deferred[MapBatch]] | None = None
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
