@@ -470,8 +470,8 @@ class Localizer:
 
         outputs = []
         in_flight = None  # one batch: its maps and boxes are computed during the next forward
-        with eval_mode(self.method), \
-                memory_format(self.method, resolve_channels_last(self.channels_last, self.device)), \
+        channels_last = resolve_channels_last(self.channels_last, self.device)
+        with eval_mode(self.method), memory_format(self.method, channels_last), \
                 self.forward_streams().hold_cores():
             try:
                 for start, inputs, sizes in prefetch(prepared()):
