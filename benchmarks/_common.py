@@ -81,3 +81,12 @@ def write_result(name: str, payload: dict) -> Path:
     atomic_write_json(path, {**provenance(), **payload})
     print(f"wrote {path}")
     return path
+
+
+def prepare_cub(metadata: Path, root: Path) -> None:
+    """``wsol prepare cub`` of the CUB images at ``root`` into ``metadata``, unless its train
+    and test splits are there already."""
+    metadata = Path(metadata)
+    if not all((metadata / split).is_dir() for split in ("train", "test")):
+        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(root),
+                        "--out", str(metadata)], cwd=REPO, check=True)

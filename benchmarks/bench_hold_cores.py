@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import bench_pipeline as bp
-from _common import REPO, write_result
+from _common import REPO, prepare_cub, write_result
 
 
 def main() -> None:
@@ -36,12 +36,7 @@ def main() -> None:
     if not bp.SHARED_CUB.is_dir():
         print(f"bench_hold_cores: skipped: needs {bp.SHARED_CUB}")
         return
-    if not (metadata / "test").is_dir():
-        import subprocess
-        import sys
-
-        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root",
-                        str(bp.SHARED_CUB), "--out", str(metadata)], cwd=REPO, check=True)
+    prepare_cub(metadata, bp.SHARED_CUB)
 
     from wsol.engine.build import build_from_config
     from wsol.engine.data import build_split

@@ -27,15 +27,13 @@ Best of ``--reps``; writes benchmarks/results/host_costs.json.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import REPO, write_result
+from _common import REPO, prepare_cub, write_result
 
 SHARED = REPO.parent / "shared"
 CUB = SHARED / "data" / "CUB_200_2011-classes001-010"
@@ -60,9 +58,7 @@ def main() -> None:
         print(f"bench_host_costs: skipped: needs {CUB} and {PARITY}")
         return
     metadata = Path(args.metadata)
-    if not (metadata / "test").is_dir():
-        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(CUB),
-                        "--out", str(metadata)], cwd=REPO, check=True)
+    prepare_cub(metadata, CUB)
 
     from wsol.config import load_config, resolve_config_path
     from wsol.data.metadata import read_metadata

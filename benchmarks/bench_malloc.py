@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import REPO, write_result
+from _common import REPO, prepare_cub, write_result
 
 RAISED = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
 
@@ -61,9 +61,7 @@ def main() -> None:
         print(f"bench_malloc: skipped: needs {shared}")
         return
     metadata = Path(args.metadata)
-    if not (metadata / "test").is_dir():
-        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(shared),
-                        "--out", str(metadata)], cwd=REPO, check=True)
+    prepare_cub(metadata, shared)
     code = CHILD.format(bench=str(REPO / "benchmarks"), metadata=str(metadata))
     base_env = {k: v for k, v in os.environ.items() if k not in RAISED}
     rows: dict[str, list[dict]] = {"default": [], "raised": []}

@@ -45,15 +45,13 @@ evaluation is recorded to show the metrics hold. Writes benchmarks/results/pipel
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from _common import REPO, write_result
+from _common import REPO, prepare_cub, write_result
 
 SHARED_CUB = REPO.parent / "shared" / "data" / "CUB_200_2011-classes001-010"
 #: mode -> (amp, channels_last, streams, chunk_size)
@@ -176,9 +174,7 @@ def main() -> None:
                         help="results name: benchmarks/results/<out>.json")
     args = parser.parse_args()
     metadata = Path(args.metadata)
-    if not (metadata / "train").is_dir():
-        subprocess.run([sys.executable, "-m", "wsol", "prepare", "cub", "--root", str(SHARED_CUB),
-                        "--out", str(metadata)], cwd=REPO, check=True)
+    prepare_cub(metadata, SHARED_CUB)
     checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_file() else None
     config = base_config(metadata, checkpoint)
 
